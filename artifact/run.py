@@ -1,0 +1,209 @@
+"""`python -m artifact.run [overrides]`: one measured cell; `-m` makes a sweep (Hydra multirun).
+
+Bad input: one line on stderr, exit 2, no record. A cell that fails while measuring is recorded with
+status error (oom for out-of-memory) and a sweep goes on; the exit code is 1 if any cell failed."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from . import models, provenance
+from .config import CONF_DIR, ConfigError, data_dir, register, resolve_device, split_lengths, to_container, validate
+from .measure import TokenCountError, run_timed
+from .perplexity import perplexity
+from .record import CellStore, cell_hash, log_to_mlflow, run_name
+from .workload import build_prompts, corpus_text
+
+register()
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+FAILED: list[str] = []
+_PPL_CACHE: dict = {}
+
+
+def is_oom(e: BaseException) -> bool:
+    return isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(e).lower()
+
+
+def ppl_workload(cfg: DictConfig):
+    return OmegaConf.load(CONF_DIR / "workload" / f"{cfg.ppl.corpus}.yaml")
+
+
+def check_inputs(cfg: DictConfig) -> str:
+    """Everything that can be checked before loading a model. Returns the resolved device."""
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    models.check_quant_supported(cfg.quant, device)
+    corpus_text(data_dir(cfg), cfg.workload)
+    if cfg.ppl.enabled:
+        if not (CONF_DIR / "workload" / f"{cfg.ppl.corpus}.yaml").is_file():
+            raise ConfigError(f"ppl.corpus={cfg.ppl.corpus!r} is not a workload in conf/workload")
+        corpus_text(data_dir(cfg), ppl_workload(cfg))
+    return device
+
+
+def measure_cell(cfg: DictConfig, device: str, h: str) -> tuple[dict, list[dict]]:
+    """Load, build prompts, time, score. Returns the result and per-repetition rows."""
+    in_len, out_len = split_lengths(cfg.seq_len, cfg.out_fraction)
+    result = {"cell_hash": h, "record_id": uuid.uuid4().hex, "status": "ok", "message": "",
+              "device": device, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "tokens": {"in_len": in_len, "out_len": out_len, "seq_len": cfg.seq_len}}
+    reps: list[dict] = []
+    cell_start = time.perf_counter()
+    try:
+        loaded, reused = models.load(cfg.model, cfg.quant, device, Path(cfg.models_dir), cfg.seed)
+        result["model"] = {**loaded.info, "reused_from_previous_cell": reused}
+        prompts, result["prompts"] = build_prompts(loaded.tokenizer, data_dir(cfg), cfg.workload,
+                                                   cfg.batch_size, in_len)
+        timed = run_timed(loaded.model, loaded.tokenizer, prompts, out_len, warmup=cfg.warmup,
+                          min_reps=cfg.min_reps, min_seconds=cfg.min_seconds, max_reps=cfg.max_reps, device=device)
+        reps = timed.pop("reps")
+        result.update(metrics=timed["metrics"], memory=timed["memory"], tokens={**result["tokens"], **timed["tokens"]},
+                      warmup_latency_s=timed["warmup_latency_s"], timed_seconds=timed["timed_seconds"])
+        if cfg.ppl.enabled:
+            key = json.dumps([to_container(cfg.model), to_container(cfg.quant), to_container(cfg.ppl), device])
+            if key not in _PPL_CACHE:
+                _PPL_CACHE[key] = perplexity(loaded.model, loaded.tokenizer, data_dir(cfg), ppl_workload(cfg),
+                                             cfg.ppl, device)
+            result["perplexity"] = _PPL_CACHE[key]
+        else:
+            result["perplexity"] = {"status": "not measured",
+                                    "reason": "synthetic weights" if cfg.model.weights == "synthetic" else "ppl=off"}
+    except ConfigError:
+        raise
+    except Exception as e:  # a result, not a crash: recorded, and a sweep goes on
+        result["status"] = "oom" if is_oom(e) else "error"
+        result["message"] = f"{type(e).__name__}: {e}"
+        if not isinstance(e, TokenCountError) and result["status"] == "error":
+            result["traceback"] = traceback.format_exc(limit=8)
+        if result["status"] == "oom":
+            models.release()
+    result["power"] = {"status": "no sensor", "meter": cfg.meter.name,
+                       "reason": "meter=none: power and energy were not measured"}
+    result["power_mode"] = {"name": cfg.power.name, "status": "not set (power=none)"}
+    result["cell_seconds"] = round(time.perf_counter() - cell_start, 3)
+    result["provenance"] = provenance.provenance()
+    return result, reps
+
+
+def describe(result: dict) -> str:
+    """One readable line per cell, llama-bench style (median ± std)."""
+    if result["status"] != "ok":
+        return f"[{result['status']}] {result['message']}"
+    m = result["metrics"]
+    mem = result["memory"]["incremental_peak_bytes"] / 2**20
+    parts = [f"latency {m['latency_s']['median']:.3f} ± {m['latency_s']['std']:.3f} s",
+             f"T_P {m['token_throughput_tps']['median']:.1f} ± {m['token_throughput_tps']['std']:.1f} tok/s",
+             f"TTFT {m['ttft_s']['median'] * 1000:.0f} ms",
+             f"decode {m['decode_tps']['median']:.1f} tok/s",
+             f"mem +{mem:.0f} MiB"]
+    if "perplexity" in result.get("perplexity", {}):
+        parts.append(f"ppl {result['perplexity']['perplexity']:.2f}")
+    parts.append(f"[{m['latency_s']['n']} reps, cell {result['cell_seconds']:.1f} s]")
+    return "  ".join(parts)
+
+
+def run_cell(cfg: DictConfig, device: str) -> str:
+    config = to_container(cfg)
+    h = cell_hash(config, device)
+    store = CellStore(cfg.traces_dir, cfg.study)
+    name = run_name(config)
+    done = None if cfg.force else store.finished(h)
+    if done is not None:
+        print(f"{name}: done already ({store.path(h)}), skipped; force=true re-runs it", flush=True)
+        _log(cfg, store.path(h), config, done)  # backfills MLflow if a crash came between record and log
+        return done["status"]
+    if not store.try_lock(h):
+        print(f"{name}: another process holds {store.path(h)}.lock, skipped", flush=True)
+        return "busy"
+    try:
+        result, reps = measure_cell(cfg, device, h)
+        path = store.write(h, config, result, reps)
+    finally:
+        store.unlock(h)
+    print(f"{name}: {describe(result)} -> {path}", flush=True)
+    _log(cfg, path, config, result)
+    return result["status"]
+
+
+def _log(cfg: DictConfig, path: Path, config: dict, result: dict) -> None:
+    if not cfg.tracking.enabled:
+        return
+    try:
+        log_to_mlflow(cfg.tracking.uri, cfg.study, path, config, result)
+    except Exception as e:  # the record on disk stands; the next run of this cell logs it
+        print(f"warning: MLflow logging to {cfg.tracking.uri} failed ({type(e).__name__}: {e}); "
+              f"the record is on disk and will be logged on the next run", file=sys.stderr)
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        device = check_inputs(cfg)
+        status = run_cell(cfg, device)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        if not multirun:
+            sys.exit(2)
+        FAILED.append(f"bad input: {e}")
+        return
+    if status not in ("ok", "oom", "busy"):  # an OOM is a result, not a failure
+        FAILED.append(status)
+
+
+def _one_line(e: Exception) -> str:
+    from hydra.errors import MissingConfigException
+    if isinstance(e, MissingConfigException) and e.options is not None and e.missing_cfg_file:
+        group, _, name = str(e.missing_cfg_file).rpartition("/")
+        return f"{group}={name!r} is not available; use one of: {', '.join(sorted(e.options))}"
+    text = f"{e}\n{e.__cause__ or ''}"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(("full_key", "object_type"))]
+    return "; ".join(dict.fromkeys(lines[:2]))
+
+
+def preflight(args: list[str]) -> None:
+    """Compose and check the config for every value on the command line (each sweep value too) before
+    Hydra starts, so that bad input is one line, exit 2, and no cell of a sweep has run."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+    lines = [a for a in args if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(lines)
+        choices = [[line] if not o.is_sweep_override() else
+                   [f"{line.split('=', 1)[0]}={v}" for v in o.sweep_string_iterator()]
+                   for line, o in zip(lines, parsed)]
+        base = [c[0] for c in choices]
+        variants = [base] + [base[:i] + [v] + base[i + 1:] for i, c in enumerate(choices) for v in c[1:]]
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            for overrides in variants:
+                check_inputs(compose(config_name="config", overrides=overrides))
+    except (HydraException, OmegaConfBaseException, ConfigError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def cli() -> None:
+    if not any(a.startswith(("--help", "-h", "--cfg", "--info", "--hydra-help", "-c")) for a in sys.argv[1:]):
+        preflight(sys.argv[1:])
+    main()
+    if FAILED:
+        print(f"{len(FAILED)} cell(s) failed: {', '.join(FAILED)}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    cli()
