@@ -9,10 +9,8 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
-
 from . import models
-from .config import CONF_DIR, default_data_dir, resolve_device, split_lengths
+from .config import default_data_dir, load_group, resolve_device, split_lengths
 from .measure import generation_config, now, run_timed
 from .workload import build_prompts
 
@@ -42,9 +40,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     a = ap.parse_args()
     device = resolve_device(a.device)
-    mcfg = OmegaConf.load(CONF_DIR / "model" / f"{a.model}.yaml")
-    qcfg = OmegaConf.load(CONF_DIR / "quant" / f"{a.quant}.yaml")
-    wl = OmegaConf.load(CONF_DIR / "workload" / "wikitext2.yaml")
+    mcfg, qcfg, wl = load_group("model", a.model), load_group("quant", a.quant), load_group("workload", "wikitext2")
     loaded, _ = models.load(mcfg, qcfg, device, Path("models"), 0)
     in_len, out_len = split_lengths(a.seq_len, 0.5)
     prompts, _ = build_prompts(loaded.tokenizer, Path(default_data_dir()), wl, a.batch_size, in_len)

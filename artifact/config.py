@@ -2,6 +2,7 @@
 ranges and combinations before anything is loaded or written."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,9 +130,22 @@ def register() -> None:
         OmegaConf.register_new_resolver("artifact_data_dir", default_data_dir)
 
 
+GROUP_SCHEMAS = {"model": ModelConfig, "quant": QuantConfig, "workload": WorkloadConfig, "ppl": PplConfig,
+                 "meter": MeterConfig, "power": PowerConfig}
+
+
+def load_group(group: str, name: str) -> DictConfig:
+    """One conf/<group>/<name>.yaml merged over its schema, as Hydra would compose it."""
+    path = CONF_DIR / group / f"{name}.yaml"
+    if not path.is_file():
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        raise ConfigError(f"{group}={name!r} is not available; use one of: {', '.join(options)}")
+    return OmegaConf.merge(OmegaConf.structured(GROUP_SCHEMAS[group]), OmegaConf.load(path))
+
+
 def split_lengths(seq_len: int, out_fraction: float) -> tuple[int, int]:
-    """The paper's sl = input + output tokens; out_fraction of it is generated."""
-    out_len = max(1, round(seq_len * out_fraction))
+    """The paper's sl = input + output tokens; out_fraction of it (rounded half up) is generated."""
+    out_len = max(1, math.floor(seq_len * out_fraction + 0.5))
     return seq_len - out_len, out_len
 
 

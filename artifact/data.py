@@ -6,9 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from .config import CONF_DIR, ConfigError
+from .config import ConfigError, load_group
 from .workload import _verified_bytes
 
 
@@ -31,7 +29,7 @@ FETCHERS = {"wikitext2": fetch_wikitext2, "longbench": fetch_longbench_triviaqa}
 def main(root: str = "data") -> int:
     failed = 0
     for name, fetch in FETCHERS.items():
-        wl = OmegaConf.load(CONF_DIR / "workload" / f"{name}.yaml")
+        wl = load_group("workload", name)
         target = Path(root) / wl.file
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.is_file():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .config import CONF_DIR, ConfigError
+from .config import ConfigError, load_group
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def converted_gguf_dir(mcfg, models_dir: Path) -> Path:
 
 def synthetic_config(mcfg):
     from transformers import AutoConfig
-    arch = dict(mcfg.arch)
+    arch = _plain(mcfg.arch)
     model_type = arch.pop("model_type")
     return AutoConfig.for_model(model_type, **arch)
 
@@ -175,8 +175,7 @@ def stand_in_tokenizer(mcfg, models_dir: Path):
             return AutoTokenizer.from_pretrained(mcfg.hub_id, revision=mcfg.revision, local_files_only=True), mcfg.hub_id
         except Exception:
             pass
-    from omegaconf import OmegaConf
-    embedded = OmegaConf.load(CONF_DIR / "model" / f"{EMBEDDED_MODEL}.yaml")
+    embedded = load_group("model", EMBEDDED_MODEL)
     folder = converted_gguf_dir(embedded, models_dir)
     if len(AutoTokenizer.from_pretrained(folder)) > mcfg.arch.get("vocab_size", 0):
         raise ConfigError(f"model {mcfg.name}: vocabulary too small for the stand-in tokenizer")

@@ -16,10 +16,10 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from . import models, provenance
-from .config import CONF_DIR, ConfigError, data_dir, register, resolve_device, split_lengths, to_container, validate
+from .config import CONF_DIR, ConfigError, data_dir, load_group, register, resolve_device, split_lengths, to_container, validate
 from .measure import TokenCountError, run_timed
 from .perplexity import perplexity
 from .record import CellStore, cell_hash, log_to_mlflow, run_name
@@ -37,7 +37,7 @@ def is_oom(e: BaseException) -> bool:
 
 
 def ppl_workload(cfg: DictConfig):
-    return OmegaConf.load(CONF_DIR / "workload" / f"{cfg.ppl.corpus}.yaml")
+    return load_group("workload", cfg.ppl.corpus)
 
 
 def check_inputs(cfg: DictConfig) -> str:
@@ -47,8 +47,6 @@ def check_inputs(cfg: DictConfig) -> str:
     models.check_quant_supported(cfg.quant, device)
     corpus_text(data_dir(cfg), cfg.workload)
     if cfg.ppl.enabled:
-        if not (CONF_DIR / "workload" / f"{cfg.ppl.corpus}.yaml").is_file():
-            raise ConfigError(f"ppl.corpus={cfg.ppl.corpus!r} is not a workload in conf/workload")
         corpus_text(data_dir(cfg), ppl_workload(cfg))
     return device
 

@@ -1,0 +1,83 @@
+"""Shared fixtures. Everything here is real: the embedded SmolLM2 model, the reference corpora in
+../shared/data (or $ARTIFACT_DATA_DIR), a real MLflow sqlite store, real subprocesses."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("ARTIFACT_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+# A quick cell: 8 input + 8 output tokens, two timed repetitions, no warm-up, no perplexity.
+FAST = ["batch_size=1", "seq_len=16", "warmup=0", "min_reps=2", "min_seconds=0", "ppl=off"]
+
+
+def conf(group: str, name: str):
+    from artifact.config import load_group
+    return load_group(group, name)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA / "wikitext-2-raw-v1" / "wiki.test.raw").is_file():
+        pytest.fail(f"reference corpora not found in {DATA}; set ARTIFACT_DATA_DIR")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    """The embedded GGUF converted once per test session (the conversion itself is under test)."""
+    from artifact import models
+    root = tmp_path_factory.mktemp("models")
+    folder = models.converted_gguf_dir(conf("model", "smollm2-135m"), root)
+    assert (folder / "model.safetensors").is_file() and (folder / "provenance.json").is_file()
+    return root
+
+
+@pytest.fixture(scope="session")
+def smol(models_dir):
+    """The embedded model in fp32, loaded in this process."""
+    from artifact import models
+    loaded, _ = models.load(conf("model", "smollm2-135m"), conf("quant", "fp32"), "cpu", models_dir, 0)
+    return loaded
+
+
+class Cli:
+    """Runs `python -m artifact.run` as a user would, with its own traces folder and MLflow store."""
+
+    def __init__(self, root: Path, models_dir: Path, data_dir: Path):
+        self.root, self.models_dir, self.data_dir = root, models_dir, data_dir
+        self.traces = root / "traces"
+        self.db = root / "mlflow.db"
+        self.uri = f"sqlite:///{self.db}"
+
+    def env(self, **extra) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
+        env.update(ARTIFACT_DATA_DIR=str(self.data_dir), PYTHONUNBUFFERED="1", **extra)
+        return env
+
+    def args(self, *overrides: str) -> list[str]:
+        return [sys.executable, "-m", "artifact.run", f"traces_dir={self.traces}", f"models_dir={self.models_dir}",
+                f"tracking.uri={self.uri}", *overrides]
+
+    def run(self, *overrides: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+        return subprocess.run(self.args(*overrides), cwd=self.root, env=env or self.env(), capture_output=True,
+                              text=True, timeout=timeout)
+
+    def records(self, study: str = "default") -> list[Path]:
+        d = self.traces / study
+        return sorted(p for p in d.iterdir() if not p.name.startswith(".")) if d.is_dir() else []
+
+    def mlflow_runs(self, study: str = "default"):
+        from mlflow.tracking import MlflowClient
+        client = MlflowClient(tracking_uri=self.uri)
+        exp = client.get_experiment_by_name(study)
+        return [] if exp is None else client.search_runs([exp.experiment_id])
+
+
+@pytest.fixture
+def cli(tmp_path, models_dir, data_dir) -> Cli:
+    return Cli(tmp_path, models_dir, data_dir)

@@ -1,0 +1,66 @@
+"""Bad input: one line naming the bad value and what is allowed, exit 2, no traceback, no record."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import FAST
+
+CASES = [
+    (["model=gpt5"], "model='gpt5' is not available; use one of: llama31-8b"),
+    (["quant=int3"], "quant='int3' is not available; use one of: bf16"),
+    (["workload=squad"], "workload='squad' is not available; use one of: longbench, wikitext2"),
+    (["batch_size=0"], "batch_size=0 is not allowed"),
+    (["batch_size=-3"], "batch_size=-3 is not allowed"),
+    (["batch_size=four"], "Value 'four' of type 'str' could not be converted to Integer"),
+    (["seq_len=3"], "seq_len=3 is too small"),
+    (["seq_len=9000"], "seq_len=9000 is above smollm2-135m's context of 8192 tokens"),
+    (["model=phi2", "seq_len=4096", "model.weights=synthetic", "ppl=off"], "seq_len=4096 is above phi2's context of 2048"),
+    (["out_fraction=1.0"], "out_fraction=1.0 is not allowed; use a number strictly between 0 and 1"),
+    (["out_fraction=0"], "out_fraction=0.0 is not allowed"),
+    (["model.source=local", "model.path=/no/such/model"], "model.path='/no/such/model' does not exist"),
+    (["model.weights=synthetic"], "ppl is not applicable with model.weights=synthetic"),
+    (["-m", "batch_size=1,0"], "batch_size=0 is not allowed"),  # a sweep is checked whole before any cell runs
+    (["-m", "quant=fp32,int5"], "quant='int5' is not available"),
+    (["device=cuda:0"], "no CUDA device is visible"),
+    (["workload=longbench", "batch_size=190", "seq_len=2048"], "more than the"),
+]
+
+
+def assert_one_line_error(out, expected: str, cli) -> None:
+    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    assert expected in lines[0], lines[0]
+    assert "Traceback" not in out.stderr + out.stdout
+    assert cli.records() == [] and not cli.db.exists()
+
+
+@pytest.mark.parametrize("overrides,expected", CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_bad_input(cli, overrides, expected):
+    assert_one_line_error(cli.run(*FAST, *overrides), expected, cli)
+
+
+def test_missing_corpus(cli, tmp_path):
+    out = cli.run(*FAST, env=cli.env(ARTIFACT_DATA_DIR=str(tmp_path / "empty")))
+    assert_one_line_error(out, "wiki.test.raw is missing; run `make data`", cli)
+
+
+def test_corpus_with_wrong_checksum(cli, tmp_path, data_dir):
+    bad = tmp_path / "bad"
+    shutil.copytree(data_dir, bad)
+    f = bad / "wikitext-2-raw-v1" / "wiki.test.raw"
+    f.chmod(0o644)
+    f.write_bytes(f.read_bytes().replace(b"Boulter", b"Bolter", 1))
+    out = cli.run(*FAST, env=cli.env(ARTIFACT_DATA_DIR=str(bad)))
+    assert_one_line_error(out, "expected bbf94c53", cli)
+
+
+def test_quantization_where_bitsandbytes_cannot_run(cli, tmp_path):
+    # A stand-in that fails to import exactly as bitsandbytes does on a platform it has no build for.
+    fake = tmp_path / "no_bnb" / "bitsandbytes"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no bitsandbytes build for this platform (test stand-in)')\n")
+    out = cli.run(*FAST, "quant=int8", env=cli.env(PYTHONPATH=str(fake.parent)))
+    assert_one_line_error(out, "quant=int8 needs bitsandbytes, which cannot be imported here", cli)

@@ -1,0 +1,161 @@
+"""End-to-end: `python -m artifact.run` on the real embedded model, records and MLflow store checked."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from conftest import FAST
+
+
+def load_record(path):
+    result = json.loads((path / "result.json").read_text())
+    config = yaml.safe_load((path / "config.yaml").read_text())
+    with open(path / "reps.csv", newline="") as f:
+        reps = list(csv.DictReader(f))
+    return result, config, reps
+
+
+def test_one_cell_writes_a_complete_record_and_mlflow_run(cli):
+    out = cli.run("batch_size=2", "seq_len=24", "warmup=1", "min_reps=2", "min_seconds=0",
+                  "ppl.max_tokens=300", "ppl.window=128", "ppl.stride=64",
+                  env=cli.env(HF_TOKEN="hf_SECRET_never_logged"))
+    assert out.returncode == 0, out.stderr
+    [rec] = cli.records()
+    result, config, reps = load_record(rec)
+    assert result["status"] == "ok" and result["cell_hash"] == rec.name
+    assert config["batch_size"] == 2 and config["model"]["name"] == "smollm2-135m"
+    # exactly the tokens asked for: 12 in + 12 out per prompt, counted per repetition
+    assert result["tokens"] == {"in_len": 12, "out_len": 12, "seq_len": 24, "batch_size": 2,
+                                "generated_per_rep": 24, "checked": True}
+    assert result["prompts"]["distinct_prompts"] == 2
+    assert len(reps) == result["metrics"]["latency_s"]["n"] >= 2
+    for r in reps:
+        lat, ttft, dec = float(r["latency_s"]), float(r["ttft_s"]), float(r["decode_s"])
+        assert 0 < ttft < lat and math.isclose(ttft + dec, lat, rel_tol=1e-9)
+        assert math.isclose(float(r["token_throughput_tps"]), 2 * 24 / lat, rel_tol=1e-9)  # the paper's T_P
+        assert int(r["new_tokens"]) == 24
+    lat = sorted(float(r["latency_s"]) for r in reps)
+    assert result["metrics"]["latency_s"]["min"] == lat[0] and result["metrics"]["latency_s"]["max"] == lat[-1]
+    assert result["memory"]["memory_kind"].startswith("process RSS")
+    assert result["memory"]["incremental_peak_bytes"] >= 0
+    assert result["model"]["weights"] == "real" and result["model"]["params"] == 134515008
+    ppl = result["perplexity"]
+    assert ppl["corpus_tokens"] == 300 and ppl["window"] == 128 and ppl["stride"] == 64
+    assert 5 < ppl["perplexity"] < 200
+    # no sensor: power is absent with a reason, never a number
+    assert result["power"]["status"] == "no sensor"
+    assert not any(isinstance(v, (int, float)) for v in result["power"].values())
+    prov = result["provenance"]
+    assert prov["git_sha"] and "torch" in prov["packages"] and prov["cpu_cores_logical"] >= 1
+    # MLflow: one run in the study's experiment, carrying the same numbers and the record files
+    [run] = cli.mlflow_runs()
+    assert run.info.run_name == "smollm2-135m/fp32/bs2/sl24" and run.info.status == "FINISHED"
+    assert run.data.tags["cell_hash"] == rec.name and run.data.tags["git_sha"] == prov["git_sha"]
+    assert run.data.params["batch_size"] == "2" and run.data.params["quant.name"] == "fp32"
+    assert run.data.metrics["latency_s_median"] == pytest.approx(result["metrics"]["latency_s"]["median"])
+    assert run.data.metrics["perplexity_perplexity"] == pytest.approx(ppl["perplexity"])
+    from mlflow.tracking import MlflowClient
+    arts = {a.path for a in MlflowClient(cli.uri).list_artifacts(run.info.run_id, "record")}
+    assert arts == {"record/config.yaml", "record/result.json", "record/reps.csv"}
+    # the token never reaches a record or the store
+    assert "hf_SECRET" not in "".join(p.read_text() for p in rec.iterdir())
+    assert "hf_SECRET" not in json.dumps({**run.data.params, **run.data.tags})
+
+
+def test_finished_cell_is_skipped_and_force_reruns_it(cli):
+    assert cli.run(*FAST).returncode == 0
+    [rec] = cli.records()
+    first = json.loads((rec / "result.json").read_text())["record_id"]
+    again = cli.run(*FAST)
+    assert again.returncode == 0 and "skipped" in again.stdout
+    assert json.loads((rec / "result.json").read_text())["record_id"] == first
+    assert len(cli.mlflow_runs()) == 1
+    forced = cli.run(*FAST, "force=true")
+    assert forced.returncode == 0 and "skipped" not in forced.stdout
+    assert cli.records() == [rec]
+    assert json.loads((rec / "result.json").read_text())["record_id"] != first
+
+
+def test_every_precision_in_one_sweep(cli):
+    out = cli.run("-m", "quant=fp32,fp16,bf16,int8,int4,int4-fp4", "batch_size=2", "seq_len=12", "warmup=0",
+                  "min_reps=2", "min_seconds=0", "ppl=off", "study=precisions")
+    assert out.returncode == 0, out.stderr
+    results = {}
+    for rec in cli.records("precisions"):
+        result, config, _ = load_record(rec)
+        assert result["status"] == "ok", result["message"]
+        assert result["tokens"]["checked"] and result["tokens"]["generated_per_rep"] == 12
+        results[config["quant"]["name"]] = result["model"]
+    assert set(results) == {"fp32", "fp16", "bf16", "int8", "int4", "int4-fp4"}
+    w = {q: m["weight_bytes"] for q, m in results.items()}
+    assert w["int4"] < w["int8"] < w["fp16"] == w["bf16"] < w["fp32"]
+    assert "Linear8bitLt" in results["int8"]["layer_types"]
+    assert "Linear4bit" in results["int4"]["layer_types"] and "Linear4bit" in results["int4-fp4"]["layer_types"]
+    assert results["fp16"]["dtype"] == "float16" and results["int4"]["dtype"] == "float32"  # auto on the CPU
+    names = sorted(r.info.run_name for r in cli.mlflow_runs("precisions"))
+    assert names == sorted(f"smollm2-135m/{q}/bs2/sl12" for q in results)
+
+
+def test_longbench_int8_cell(cli):
+    out = cli.run("quant=int8", "batch_size=2", "seq_len=64", "workload=longbench", "warmup=0", "min_reps=1",
+                  "min_seconds=0", "ppl=off")
+    assert out.returncode == 0, out.stderr
+    [rec] = cli.records()
+    result, _, _ = load_record(rec)
+    assert result["prompts"]["workload"] == "longbench" and result["prompts"]["distinct_prompts"] == 2
+    assert result["tokens"]["in_len"] == 32 and result["tokens"]["generated_per_rep"] == 64
+
+
+def test_model_is_reused_within_a_sweep(cli):
+    out = cli.run("-m", "batch_size=1,2", *[a for a in FAST if not a.startswith("batch_size")])
+    assert out.returncode == 0, out.stderr
+    reused = sorted(load_record(r)[0]["model"]["reused_from_previous_cell"] for r in cli.records())
+    assert reused == [False, True]
+
+
+def test_synthetic_weights_build_the_architecture_without_download(cli):
+    out = cli.run(*FAST, "model.weights=synthetic", "model.arch.num_hidden_layers=2", "model.params=null")
+    assert out.returncode == 0, out.stderr
+    [rec] = cli.records()
+    result, _, _ = load_record(rec)
+    assert result["status"] == "ok" and result["model"]["weights"] == "synthetic"
+    assert result["model"]["source"].startswith("synthetic")
+    assert result["perplexity"] == {"status": "not measured", "reason": "synthetic weights"}
+    # embeddings (tied) + 2 decoder layers + final norm of SmolLM2's shapes
+    layer = 2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536 + 2 * 576  # q,o + k,v + gate,up,down + norms
+    assert result["model"]["params"] == 49152 * 576 + 2 * layer + 576
+
+
+def test_sigkill_mid_sweep_then_resume_leaves_no_duplicate_or_corrupt_record(cli):
+    sweep = ["-m", "batch_size=1,2,3,4", "seq_len=16", "warmup=0", "min_reps=3", "min_seconds=1.5", "ppl=off",
+             "study=killed"]
+    proc = subprocess.Popen(cli.args(*sweep), cwd=cli.root, env=cli.env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(cli.records("killed")) < 1:
+        time.sleep(0.2)
+    time.sleep(0.5)  # now inside a later cell
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = cli.records("killed")
+    assert 1 <= len(done_before) < 4
+    for rec in done_before:  # whatever is there is whole
+        assert load_record(rec)[0]["status"] == "ok"
+    out = cli.run(*sweep)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("skipped") == len(done_before)
+    records = cli.records("killed")
+    assert len(records) == 4
+    assert sorted(load_record(r)[1]["batch_size"] for r in records) == [1, 2, 3, 4]
+    leftovers = [p.name for p in (cli.traces / "killed").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+    runs = cli.mlflow_runs("killed")
+    assert sorted(r.data.tags["cell_hash"] for r in runs if r.info.status == "FINISHED") == [r.name for r in records]

@@ -1,0 +1,132 @@
+"""The pieces, in process, on the real embedded model and real corpora."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from artifact import models
+from artifact.config import split_lengths
+from artifact.measure import TokenCountError, generate_once, generation_config, summary
+from artifact.perplexity import perplexity, stride_windows
+from artifact.record import CellStore, cell_hash
+from artifact.workload import build_prompts, corpus_text, text_ids
+from conftest import conf
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m", "phi2", "llama31-8b", "mistral-small-24b", "r1-qwen-32b"])
+def test_model_architectures_give_the_published_parameter_counts(name):
+    mcfg = conf("model", name)
+    model = models.build_synthetic(mcfg, torch.float16, "meta", 0)  # shapes only, no memory
+    assert models.count_params(model) == mcfg.params
+
+
+def test_prompts_are_exact_consecutive_windows(smol, data_dir):
+    wl = conf("workload", "wikitext2")
+    prompts, info = build_prompts(smol.tokenizer, data_dir, wl, 3, 50)
+    ids = text_ids(smol.tokenizer, corpus_text(data_dir, wl), wl.name)
+    assert prompts.shape == (3, 50) and info["distinct_prompts"] == 3 and not info["bos_prepended"]
+    assert prompts.flatten().tolist() == ids[:150]
+
+
+def test_longbench_prompts_are_truncated_items(smol, data_dir):
+    prompts, info = build_prompts(smol.tokenizer, data_dir, conf("workload", "longbench"), 4, 100)
+    assert prompts.shape == (4, 100) and info["distinct_prompts"] == 4
+
+
+@pytest.mark.parametrize("seq_len,frac,expected", [(128, 0.5, (64, 64)), (1024, 0.25, (768, 256)), (5, 0.5, (2, 3))])
+def test_split_lengths(seq_len, frac, expected):
+    assert split_lengths(seq_len, frac) == expected
+
+
+def test_generation_gives_exactly_the_tokens_asked_for(smol, data_dir):
+    prompts, _ = build_prompts(smol.tokenizer, data_dir, conf("workload", "wikitext2"), 2, 8)
+    gen = generate_once(smol.model, prompts, 5, generation_config(smol.model, smol.tokenizer, 5), "cpu")
+    assert gen.new_tokens == 10 and gen.start < gen.first_token < gen.end
+    short = generation_config(smol.model, smol.tokenizer, 4)  # asks the model for fewer than we check for
+    with pytest.raises(TokenCountError):
+        generate_once(smol.model, prompts, 5, short, "cpu")
+
+
+@pytest.mark.parametrize("n,window,stride,bos", [(1000, 128, 128, False), (1000, 128, 64, False),
+                                                  (1000, 128, 100, True), (77, 128, 32, False)])
+def test_stride_windows_score_each_token_once(n, window, stride, bos):
+    scored = []
+    for begin, end, k in stride_windows(n, window, stride, bos):
+        assert end - begin <= window and k <= end - begin - (0 if bos else 1)
+        scored += range(end - k, end)
+    assert len(scored) == len(set(scored))
+    unscored = set(range(n)) - set(scored)
+    starts = {b for b, _, _ in stride_windows(n, window, stride, bos)}
+    assert unscored <= (starts if not bos else set())
+
+
+@pytest.mark.parametrize("window,stride", [(128, 128), (128, 64)])
+def test_perplexity_matches_an_independent_computation(smol, data_dir, window, stride):
+    """Hugging Face's documented recipe (labels masked with -100, loss x target count) on the same slice."""
+    ppl_cfg = conf("ppl", "stride")
+    ppl_cfg.window, ppl_cfg.stride, ppl_cfg.max_tokens = window, stride, 600
+    wl = conf("workload", "wikitext2")
+    ours = perplexity(smol.model, smol.tokenizer, data_dir, wl, ppl_cfg, "cpu")
+    ids = torch.tensor([text_ids(smol.tokenizer, corpus_text(data_dir, wl), wl.name)[:600]])
+    nll, count, prev_end = 0.0, 0, 0
+    for begin in range(0, 600, stride):
+        end = min(begin + window, 600)
+        trg = end - prev_end
+        x = ids[:, begin:end]
+        labels = x.clone()
+        labels[:, :-trg] = -100
+        with torch.no_grad():
+            loss = smol.model(x, labels=labels).loss.item()
+        n_valid = int((labels[:, 1:] != -100).sum())
+        nll, count, prev_end = nll + loss * n_valid, count + n_valid, end
+        if end == 600:
+            break
+    assert ours["scored_tokens"] == count
+    assert ours["perplexity"] == pytest.approx(math.exp(nll / count), rel=1e-4)
+
+
+def test_summary_statistics():
+    s = summary([3.0, 1.0, 2.0, 10.0])
+    assert (s["median"], s["min"], s["max"], s["n"], s["p90"]) == (2.5, 1.0, 10.0, 4, 10.0)
+    assert s["std"] == pytest.approx((50 / 3) ** 0.5)  # sample std
+
+
+def test_cell_hash_depends_on_what_changes_a_result():
+    base = {"model": {"name": "m"}, "quant": {"name": "fp32"}, "power": {"name": "none", "dry_run": False},
+            "batch_size": 1, "study": "a", "force": False, "tracking": {"uri": "x"}, "traces_dir": "t"}
+    same = {**base, "study": "b", "force": True, "tracking": {"uri": "y"}, "traces_dir": "u",
+            "power": {"name": "none", "dry_run": True}}
+    assert cell_hash(base, "cpu") == cell_hash(same, "cpu") == cell_hash(base, "cpu")
+    assert cell_hash(base, "cpu") != cell_hash({**base, "batch_size": 2}, "cpu")
+    assert cell_hash(base, "cpu") != cell_hash(base, "cuda:0")
+
+
+def test_record_write_is_atomic_and_replaces(tmp_path):
+    store = CellStore(tmp_path, "s")
+    store.write("abc", {"k": 1}, {"status": "error", "x": float("nan")}, [{"rep": 0, "latency_s": 1.0}])
+    assert store.finished("abc") is None  # an error is not done: the next run retries it
+    assert json.loads((store.path("abc") / "result.json").read_text())["x"] is None  # NaN -> null, never a number
+    store.write("abc", {"k": 1}, {"status": "ok"}, [])
+    assert store.finished("abc") == {"status": "ok"}
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["abc"]
+
+
+def test_cell_lock_respects_live_owners_and_takes_over_dead_ones(tmp_path):
+    store = CellStore(tmp_path, "s")
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys; from artifact.record import CellStore; "
+                               f"assert CellStore({str(tmp_path)!r}, 's').try_lock('c1'); print('ok', flush=True); "
+                               "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "ok"
+    assert not store.try_lock("c1")  # a live process holds it
+    holder.kill()
+    holder.wait()
+    assert store.try_lock("c1")  # its owner died: stale, taken over
+    store.unlock("c1")
+    assert not (tmp_path / "s" / ".c1.lock").exists()
