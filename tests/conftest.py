@@ -56,7 +56,7 @@ class Cli:
 
     def env(self, **extra) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
-        env.update(ARTIFACT_DATA_DIR=str(self.data_dir), PYTHONUNBUFFERED="1", **extra)
+        env.update({"ARTIFACT_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1", **extra})
         return env
 
     def args(self, *overrides: str) -> list[str]:

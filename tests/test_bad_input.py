@@ -20,7 +20,7 @@ CASES = [
     (["out_fraction=1.0"], "out_fraction=1.0 is not allowed; use a number strictly between 0 and 1"),
     (["out_fraction=0"], "out_fraction=0.0 is not allowed"),
     (["model.source=local", "model.path=/no/such/model"], "model.path='/no/such/model' does not exist"),
-    (["model.weights=synthetic"], "ppl is not applicable with model.weights=synthetic"),
+    (["model.weights=synthetic", "ppl=stride"], "ppl is not applicable with model.weights=synthetic"),
     (["-m", "batch_size=1,0"], "batch_size=0 is not allowed"),  # a sweep is checked whole before any cell runs
     (["-m", "quant=fp32,int5"], "quant='int5' is not available"),
     (["device=cuda:0"], "no CUDA device is visible"),
