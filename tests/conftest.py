@@ -60,8 +60,10 @@ class Cli:
         return env
 
     def args(self, *overrides: str) -> list[str]:
-        return [sys.executable, "-m", "artifact.run", f"traces_dir={self.traces}", f"models_dir={self.models_dir}",
-                f"tracking.uri={self.uri}", *overrides]
+        flags = [o for o in overrides if o.startswith("-")]  # e.g. -m: Hydra wants flags before overrides
+        return [sys.executable, "-m", "artifact.run", *flags, f"traces_dir={self.traces}",
+                f"models_dir={self.models_dir}", f"tracking.uri={self.uri}",
+                *[o for o in overrides if not o.startswith("-")]]
 
     def run(self, *overrides: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
         return subprocess.run(self.args(*overrides), cwd=self.root, env=env or self.env(), capture_output=True,

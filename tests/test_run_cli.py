@@ -75,11 +75,11 @@ def test_finished_cell_is_skipped_and_force_reruns_it(cli):
     [rec] = cli.records()
     first = json.loads((rec / "result.json").read_text())["record_id"]
     again = cli.run(*FAST)
-    assert again.returncode == 0 and "skipped" in again.stdout
+    assert again.returncode == 0 and "done already" in again.stdout
     assert json.loads((rec / "result.json").read_text())["record_id"] == first
     assert len(cli.mlflow_runs()) == 1
     forced = cli.run(*FAST, "force=true")
-    assert forced.returncode == 0 and "skipped" not in forced.stdout
+    assert forced.returncode == 0 and "done already" not in forced.stdout
     assert cli.records() == [rec]
     assert json.loads((rec / "result.json").read_text())["record_id"] != first
 
@@ -96,7 +96,9 @@ def test_every_precision_in_one_sweep(cli):
         results[config["quant"]["name"]] = result["model"]
     assert set(results) == {"fp32", "fp16", "bf16", "int8", "int4", "int4-fp4"}
     w = {q: m["weight_bytes"] for q, m in results.items()}
-    assert w["int4"] < w["int8"] < w["fp16"] == w["bf16"] < w["fp32"]
+    assert w["int8"] < w["fp16"] == w["bf16"] < w["fp32"]
+    # int4 keeps its unquantized modules (SmolLM2's large tied embedding) in float32 on the CPU
+    assert w["int4"] == w["int4-fp4"] < w["fp32"]
     assert "Linear8bitLt" in results["int8"]["layer_types"]
     assert "Linear4bit" in results["int4"]["layer_types"] and "Linear4bit" in results["int4-fp4"]["layer_types"]
     assert results["fp16"]["dtype"] == "float16" and results["int4"]["dtype"] == "float32"  # auto on the CPU
@@ -151,7 +153,7 @@ def test_sigkill_mid_sweep_then_resume_leaves_no_duplicate_or_corrupt_record(cli
         assert load_record(rec)[0]["status"] == "ok"
     out = cli.run(*sweep)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count("skipped") == len(done_before)
+    assert out.stdout.count("done already") == len(done_before)
     records = cli.records("killed")
     assert len(records) == 4
     assert sorted(load_record(r)[1]["batch_size"] for r in records) == [1, 2, 3, 4]
