@@ -6,7 +6,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -24,6 +24,8 @@ WEIGHTS = ("real", "synthetic")
 QUANT_METHODS = ("none", "bnb-int8", "bnb-4bit")
 DTYPES = ("float32", "float16", "bfloat16", "auto")
 WORKLOAD_FORMATS = ("text", "json-input")
+METERS = ("auto", "ina3221", "jtop", "nvml", "rapl", "none")
+EXPECTABLE = ("cpu_cores_online", "cpu_max_khz", "gpu_max_hz", "emc_max_hz")
 
 
 @dataclass
@@ -73,13 +75,31 @@ class PplConfig:
 
 @dataclass
 class MeterConfig:
-    name: str = "none"
+    name: str = "none"                  # auto | ina3221 | jtop | nvml | rapl | none
+    rate_hz: float = 10.0               # sampling rate (capped at what the sensor can give)
+    idle_seconds: float = 5.0           # idle window before the first cell of each power mode (0 = none)
+    min_samples: int = 5                # fewer samples in the timed window: power numbers invalid
+    max_gap_periods: float = 5.0        # a gap longer than this many periods: invalid
+    stale_s: Optional[float] = 5.0      # identical readings for this long: stale sensor, invalid
+    sysfs_root: str = "/"               # ina3221 / rapl: where /sys is (tests use a fake tree)
+    total_rails: List[str] = field(default_factory=list)  # ina3221: rails summed into the total
+    jtop_interval_s: float = 0.5
+    nvml_field: str = "auto"            # auto (instant if supported) | instant | average | usage
+    rapl_domains: str = "package"
 
 
 @dataclass
 class PowerConfig:
     name: str = "none"
-    dry_run: bool = False
+    kind: str = "none"                  # none | nvpmodel
+    nvpmodel_name: Optional[str] = None  # the NAME in /etc/nvpmodel.conf
+    dry_run: bool = False               # print the commands and checks, change nothing, measure nothing
+    expect: Dict[str, Optional[int]] = field(default_factory=dict)  # readback checks
+    root: str = "/"                     # where /etc and /sys are (tests use a fake tree)
+    nvpmodel: str = "nvpmodel"          # the executable, looked up on PATH
+    nvpmodel_conf: str = "/etc/nvpmodel.conf"
+    gpu_devfreq_glob: str = "sys/class/devfreq/*ga10b*"
+    emc_max_rate_path: str = "sys/kernel/debug/bpmp/debug/clk/emc/max_rate"
 
 
 @dataclass
@@ -125,7 +145,9 @@ def default_data_dir() -> str:
 
 
 def register() -> None:
+    from . import sweeper
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
+    sweeper.register()
     if not OmegaConf.has_resolver("artifact_data_dir"):
         OmegaConf.register_new_resolver("artifact_data_dir", default_data_dir)
 
@@ -202,10 +224,18 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"ppl.stride={cfg.ppl.stride} is not allowed; use 1..ppl.window ({cfg.ppl.window})")
         if cfg.ppl.max_tokens is not None and cfg.ppl.max_tokens < 2:
             raise ConfigError(f"ppl.max_tokens={cfg.ppl.max_tokens} is not allowed; use null or an integer >= 2")
-    if cfg.meter.name != "none":
-        raise ConfigError(f"meter={cfg.meter.name!r} is not available yet; use meter=none")
-    if cfg.power.name != "none":
-        raise ConfigError(f"power={cfg.power.name!r} is not available yet; use power=none")
+    _one_of("meter.name", cfg.meter.name, METERS)
+    _one_of("meter.nvml_field", cfg.meter.nvml_field, ("auto", "instant", "average", "usage"))
+    if cfg.meter.rate_hz <= 0 or cfg.meter.idle_seconds < 0 or cfg.meter.min_samples < 2:
+        raise ConfigError(f"meter.rate_hz={cfg.meter.rate_hz}, meter.idle_seconds={cfg.meter.idle_seconds}, "
+                          f"meter.min_samples={cfg.meter.min_samples}: need rate_hz > 0, idle_seconds >= 0, "
+                          f"min_samples >= 2")
+    _one_of("power.kind", cfg.power.kind, ("none", "nvpmodel"))
+    if cfg.power.kind == "nvpmodel" and not cfg.power.nvpmodel_name:
+        raise ConfigError(f"power={cfg.power.name} has kind=nvpmodel but no nvpmodel_name")
+    unknown = set(cfg.power.expect) - set(EXPECTABLE)
+    if unknown:
+        raise ConfigError(f"power.expect has {', '.join(sorted(unknown))}; allowed: {', '.join(EXPECTABLE)}")
 
 
 def resolve_device(requested: str) -> str:

@@ -194,6 +194,7 @@ def run_timed(model, tokenizer, prompts: torch.Tensor, out_len: int, *, warmup: 
         g = generate_once(model, prompts, out_len, gen_config, device)
         warm.append(g.end - g.start)
     reps, timed = [], 0.0
+    mark("timed_start", now(device))
     while len(reps) < max_reps and (len(reps) < min_reps or timed < min_seconds):
         g = generate_once(model, prompts, out_len, gen_config, device)
         mark(f"rep{len(reps)}:prefill", g.start)

@@ -114,18 +114,21 @@ class CellStore:
         self._lock_path(h).unlink(missing_ok=True)
 
     # -------------------------------------------------------------- writing
-    def write(self, h: str, config: dict, result: dict, reps: list[dict]) -> Path:
-        """Write the record in a temp folder and rename it into place (replacing an older record)."""
+    def write(self, h: str, config: dict, result: dict, reps: list[dict],
+              tables: dict[str, list[dict]] | None = None) -> Path:
+        """Write the record in a temp folder and rename it into place (replacing an older record).
+        `tables` are further CSV files (the power trace and phase marks)."""
         host = socket.gethostname().replace("-", "_")
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{h}-{host}-{os.getpid()}-", dir=self.root))
         try:
             (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
             (tmp / "result.json").write_text(json.dumps(_finite(result), indent=2, sort_keys=False))
-            if reps:
-                with open(tmp / "reps.csv", "w", newline="") as f:
-                    w = csv.DictWriter(f, fieldnames=list(reps[0]))
-                    w.writeheader()
-                    w.writerows(reps)
+            for name, rows in {"reps.csv": reps, **(tables or {})}.items():
+                if rows:
+                    with open(tmp / name, "w", newline="") as f:
+                        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                        w.writeheader()
+                        w.writerows(rows)
             for p in tmp.iterdir():  # make the contents durable before the rename publishes them
                 with open(p, "rb") as f:
                     os.fsync(f.fileno())

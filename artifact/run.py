@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from . import models, provenance
+from . import models, power, provenance
 from .config import CONF_DIR, ConfigError, data_dir, load_group, register, resolve_device, split_lengths, to_container, validate
 from .measure import TokenCountError, run_timed
 from .perplexity import perplexity
@@ -48,25 +48,44 @@ def check_inputs(cfg: DictConfig) -> str:
     corpus_text(data_dir(cfg), cfg.workload)
     if cfg.ppl.enabled:
         corpus_text(data_dir(cfg), ppl_workload(cfg))
+    if cfg.power.kind != "none" and not cfg.power.dry_run:
+        power.get_modes(cfg.power).resolve(cfg.power)
+    power.get_meter(cfg.meter, device)
     return device
 
 
-def measure_cell(cfg: DictConfig, device: str, h: str) -> tuple[dict, list[dict]]:
-    """Load, build prompts, time, score. Returns the result and per-repetition rows."""
+def measure_cell(cfg: DictConfig, device: str, h: str) -> tuple[dict, list[dict], dict]:
+    """Load, build prompts, time (sampling power), score. Returns the result, per-repetition rows and
+    the power trace tables."""
     in_len, out_len = split_lengths(cfg.seq_len, cfg.out_fraction)
     result = {"cell_hash": h, "record_id": uuid.uuid4().hex, "status": "ok", "message": "",
               "device": device, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "tokens": {"in_len": in_len, "out_len": out_len, "seq_len": cfg.seq_len}}
     reps: list[dict] = []
+    tables: dict = {}
+    meter = power.get_meter(cfg.meter, device)
+    result["power"] = {"status": "no sensor", "reason": getattr(meter, "reason", "")}
     cell_start = time.perf_counter()
     try:
         loaded, reused = models.load(cfg.model, cfg.quant, device, Path(cfg.models_dir), cfg.seed)
         result["model"] = {**loaded.info, "reused_from_previous_cell": reused}
         prompts, result["prompts"] = build_prompts(loaded.tokenizer, data_dir(cfg), cfg.workload,
                                                    cfg.batch_size, in_len)
-        timed = run_timed(loaded.model, loaded.tokenizer, prompts, out_len, warmup=cfg.warmup,
-                          min_reps=cfg.min_reps, min_seconds=cfg.min_seconds, max_reps=cfg.max_reps, device=device)
+        sampler = None
+        if not isinstance(meter, power.NoMeter):
+            idle = power.idle_power(meter, cfg.meter, cfg.power.name)
+            sampler = power.Sampler(meter, cfg.meter.rate_hz).start()
+        try:
+            timed = run_timed(loaded.model, loaded.tokenizer, prompts, out_len, warmup=cfg.warmup,
+                              min_reps=cfg.min_reps, min_seconds=cfg.min_seconds, max_reps=cfg.max_reps,
+                              device=device, on_phase=sampler.mark if sampler else None)
+        finally:
+            if sampler:
+                sampler.stop()
         reps = timed.pop("reps")
+        if sampler:
+            result["power"] = power.summarize(sampler, reps, idle, cfg.meter, timed["tokens"])
+            tables = {"power.csv": sampler.trace_rows(), "marks.csv": sampler.mark_rows()}
         result.update(metrics=timed["metrics"], memory=timed["memory"], tokens={**result["tokens"], **timed["tokens"]},
                       warmup_latency_s=timed["warmup_latency_s"], timed_seconds=timed["timed_seconds"])
         if cfg.ppl.enabled:
@@ -87,12 +106,9 @@ def measure_cell(cfg: DictConfig, device: str, h: str) -> tuple[dict, list[dict]
             result["traceback"] = traceback.format_exc(limit=8)
         if result["status"] == "oom":
             models.release()
-    result["power"] = {"status": "no sensor", "meter": cfg.meter.name,
-                       "reason": "meter=none: power and energy were not measured"}
-    result["power_mode"] = {"name": cfg.power.name, "status": "not set (power=none)"}
     result["cell_seconds"] = round(time.perf_counter() - cell_start, 3)
     result["provenance"] = provenance.provenance()
-    return result, reps
+    return result, reps, tables
 
 
 def describe(result: dict) -> str:
@@ -108,6 +124,11 @@ def describe(result: dict) -> str:
              f"mem +{mem:.0f} MiB"]
     if "perplexity" in result.get("perplexity", {}):
         parts.append(f"ppl {result['perplexity']['perplexity']:.2f}")
+    p = result.get("power", {})
+    if p.get("status") == "ok":
+        parts.append(f"power {p['timed']['power_w']['median']:.1f} W (median)  energy {p['energy']['timed_j']:.1f} J")
+    elif p.get("status"):
+        parts.append(f"power: {p['status']}")
     parts.append(f"[{m['latency_s']['n']} reps, cell {result['cell_seconds']:.1f} s]")
     return "  ".join(parts)
 
@@ -126,8 +147,12 @@ def run_cell(cfg: DictConfig, device: str) -> str:
         print(f"{name}: another process holds {store.path(h)}.lock, skipped", flush=True)
         return "busy"
     try:
-        result, reps = measure_cell(cfg, device, h)
-        path = store.write(h, config, result, reps)
+        mode = {"name": cfg.power.name, "status": "not set (power=none)"}
+        if cfg.power.kind != "none":
+            mode = power.get_modes(cfg.power).apply(cfg.power)
+        result, reps, tables = measure_cell(cfg, device, h)
+        result["power_mode"] = mode
+        path = store.write(h, config, result, reps, tables)
     finally:
         store.unlock(h)
     print(f"{name}: {describe(result)} -> {path}", flush=True)
@@ -148,6 +173,11 @@ def _log(cfg: DictConfig, path: Path, config: dict, result: dict) -> None:
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    if cfg.power.dry_run:
+        plan = power.get_modes(cfg.power).plan(cfg.power) if cfg.power.kind != "none" else ["power=none: nothing to do"]
+        print(f"power={cfg.power.name} (dry run: nothing is changed or measured)")
+        print("\n".join(f"  {i + 1}. {step}" for i, step in enumerate(plan)), flush=True)
+        return
     try:
         device = check_inputs(cfg)
         status = run_cell(cfg, device)

@@ -1,0 +1,61 @@
+"""`python -m artifact.meter --seconds 10`: live power from the detected (or named) sensor, a quick check
+that the meter works before a long sweep."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .config import ConfigError, load_group, resolve_device
+from .power import Sampler, get_meter, window
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--meter", default="auto", help="auto | ina3221 | jtop | nvml | rapl")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--rate-hz", type=float, default=None)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--sysfs-root", default=None, help="where /sys is (a fake tree in tests)")
+    a = ap.parse_args(argv)
+    try:
+        mcfg = load_group("meter", a.meter)
+        if a.rate_hz:
+            mcfg.rate_hz = a.rate_hz
+        if a.sysfs_root:
+            mcfg.sysfs_root = a.sysfs_root
+        meter = get_meter(mcfg, resolve_device(a.device))
+        meter.read()
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    info = meter.describe()
+    print(f"meter {info['meter']}: {', '.join(f'{k}={v}' for k, v in info.items() if k != 'meter')}")
+    sampler = Sampler(meter, mcfg.rate_hz).start()
+    t0 = time.perf_counter()
+    c0 = meter.counter_j()
+    shown = 0
+    while time.perf_counter() - t0 < a.seconds:
+        time.sleep(min(1.0, max(0.0, a.seconds - (time.perf_counter() - t0))))
+        if len(sampler.samples) > shown:
+            s = sampler.samples[-1]
+            rails = "  ".join(f"{k} {v:.2f}" for k, v in s.rails.items())
+            print(f"{s.t - t0:7.2f} s  total {s.total_w:8.2f} W   {rails}", flush=True)
+            shown = len(sampler.samples)
+    t1 = time.perf_counter()
+    c1 = meter.counter_j()
+    sampler.stop()
+    if len(sampler.samples) < 2:
+        print("error: fewer than 2 samples: the sensor did not answer", file=sys.stderr)
+        return 1
+    w = window(sampler.samples, t0, t1)
+    line = (f"{len(sampler.samples)} samples at {sampler.achieved_rate_hz():.1f} Hz: median {w['power_w']['median']:.2f} W, "
+            f"mean {w['power_w']['mean']:.2f} W, p95 {w['power_w']['p95']:.2f} W, energy {w['energy_j']:.2f} J")
+    if c0 is not None and c1 is not None:
+        line += f" (energy counter {c1 - c0:.2f} J)"
+    print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

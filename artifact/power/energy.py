@@ -1,0 +1,71 @@
+"""Power statistics and energy of time windows from timestamped samples (trapezoid rule), with the
+coverage checks that decide whether a window's numbers can be trusted."""
+from __future__ import annotations
+
+import bisect
+import statistics
+
+from .meters import Reading
+
+
+class CoverageError(ValueError):
+    """Too few samples, a gap, or a stale sensor: the window's power numbers are invalid."""
+
+
+def _value_at(ts: list[float], ws: list[float], t: float) -> float:
+    """Linear interpolation; held constant beyond the first/last sample."""
+    i = bisect.bisect_left(ts, t)
+    if i == 0:
+        return ws[0]
+    if i == len(ts):
+        return ws[-1]
+    t0, t1 = ts[i - 1], ts[i]
+    return ws[i - 1] + (ws[i] - ws[i - 1]) * (t - t0) / (t1 - t0) if t1 > t0 else ws[i]
+
+
+def integrate(ts: list[float], ws: list[float], t0: float, t1: float) -> float:
+    """Energy in joules over [t0, t1] of the piecewise-linear power through the samples."""
+    if t1 <= t0 or not ts:
+        return 0.0
+    inner = [(t, w) for t, w in zip(ts, ws) if t0 < t < t1]
+    pts = [(t0, _value_at(ts, ws, t0)), *inner, (t1, _value_at(ts, ws, t1))]
+    return sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in zip(pts, pts[1:]))
+
+
+def check_coverage(ts: list[float], ws: list[float], t0: float, t1: float, period_s: float, *,
+                   min_samples: int, max_gap_periods: float, stale_s: float | None) -> None:
+    inside = [i for i, t in enumerate(ts) if t0 <= t <= t1]
+    if len(inside) < min_samples:
+        raise CoverageError(f"{len(inside)} power samples in a {t1 - t0:.2f} s window, need >= {min_samples} "
+                            f"(sampling every {period_s:.3f} s): run longer (min_seconds) or sample faster")
+    max_gap = max_gap_periods * period_s
+    edges = [t0] + [ts[i] for i in inside] + [t1]
+    gap = max(b - a for a, b in zip(edges, edges[1:]))
+    if gap > max_gap:
+        raise CoverageError(f"a {gap:.3f} s gap between power samples (allowed {max_gap:.3f} s): the sensor or "
+                            f"the sampler stalled")
+    if stale_s is not None and t1 - t0 >= stale_s and len({ws[i] for i in inside}) == 1:
+        raise CoverageError(f"the sensor returned the same value ({ws[inside[0]]} W) for {t1 - t0:.1f} s: stale")
+
+
+def power_stats(values: list[float]) -> dict:
+    v = sorted(values)
+    return {"median": statistics.median(v), "mean": statistics.fmean(v), "p95": v[min(len(v) - 1, round(0.95 * (len(v) - 1)))],
+            "min": v[0], "max": v[-1], "n": len(v)}
+
+
+def window(samples: list[Reading], t0: float, t1: float) -> dict:
+    """Power statistics, energy and per-rail breakdown of one window (coverage checked by the caller)."""
+    ts = [s.t for s in samples]
+    totals = [s.total_w for s in samples]
+    inside = [s for s in samples if t0 <= s.t <= t1]
+    rails = sorted({r for s in samples for r in s.rails})
+    out = {"seconds": t1 - t0, "power_w": power_stats([s.total_w for s in inside]),
+           "energy_j": integrate(ts, totals, t0, t1), "rails": {}}
+    for r in rails:
+        pts = [(s.t, s.rails[r]) for s in samples if r in s.rails]
+        rts, rws = [p[0] for p in pts], [p[1] for p in pts]
+        vals = [s.rails[r] for s in inside if r in s.rails]
+        out["rails"][r] = {"median_w": statistics.median(vals) if vals else None,
+                           "energy_j": integrate(rts, rws, t0, t1)}
+    return out

@@ -1,0 +1,86 @@
+"""The meter interface: a sensor hidden behind `read()` (timestamped total and per-rail watts) and,
+where the hardware has one, `counter_j()` (a cumulative energy counter in joules)."""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from ..config import ConfigError
+
+
+class MeterError(ConfigError):
+    """The requested sensor is not there or not readable: one line, no record."""
+
+
+@dataclass
+class Reading:
+    t: float                                   # time.perf_counter() when read
+    total_w: float
+    rails: dict[str, float] = field(default_factory=dict)
+
+
+class Meter(ABC):
+    """Base class. `period_s` is the fastest period the sensor really updates at (sampling faster
+    only repeats values)."""
+
+    name = "none"
+    period_s = 0.1
+    has_counter = False
+
+    @abstractmethod
+    def read(self) -> Reading:
+        """One reading of the sensor, timestamped."""
+
+    def counter_j(self) -> float | None:
+        return None
+
+    def describe(self) -> dict:
+        return {"meter": self.name, "period_s": self.period_s, "energy_counter": self.has_counter}
+
+    def close(self) -> None:
+        pass
+
+
+class NoMeter(Meter):
+    """No sensor: nothing is sampled, and every power metric is recorded as absent with the reason."""
+
+    name = "none"
+
+    def __init__(self, reason: str = "meter=none: power and energy were not measured"):
+        self.reason = reason
+
+    def read(self) -> Reading:
+        raise MeterError(f"no sensor: {self.reason}")
+
+
+def make_meter(mcfg, device: str) -> Meter:
+    """The meter named by conf/meter; `auto` tries ina3221 -> nvml -> rapl -> none."""
+    from . import ina3221, jtop_meter, nvml, rapl
+    builders = {"ina3221": lambda: ina3221.Ina3221Meter(mcfg.sysfs_root, list(mcfg.total_rails)),
+                "jtop": lambda: jtop_meter.JtopMeter(mcfg.jtop_interval_s),
+                "nvml": lambda: nvml.NvmlMeter(_gpu_index(device), mcfg.nvml_field),
+                "rapl": lambda: rapl.RaplMeter(mcfg.sysfs_root, mcfg.rapl_domains),
+                "none": lambda: NoMeter()}
+    if mcfg.name != "auto":
+        return builders[mcfg.name]()
+    tried = []
+    for name in ("ina3221", "nvml", "rapl"):
+        if name == "nvml" and not device.startswith("cuda"):
+            tried.append("nvml: device is not CUDA")
+            continue
+        try:
+            meter = builders[name]()
+            meter.auto_tried = tried
+            return meter
+        except MeterError as e:
+            tried.append(f"{name}: {e}")
+    return NoMeter(reason="meter=auto found no readable sensor (" + "; ".join(tried) + ")")
+
+
+def _gpu_index(device: str) -> int:
+    return int(device.split(":")[1]) if ":" in device else 0
+
+
+def now() -> float:
+    return time.perf_counter()

@@ -1,0 +1,69 @@
+"""NVIDIA GPUs through NVML: instantaneous board power where the field exists, else the driver's
+(1 s averaged) power, and the total-energy counter read at window edges."""
+from __future__ import annotations
+
+from .meters import Meter, MeterError, Reading, now
+
+
+class NvmlMeter(Meter):
+    name = "nvml"
+    period_s = 0.02  # the driver refreshes power about every 20-100 ms depending on the GPU
+
+    def __init__(self, index: int = 0, field: str = "auto"):
+        try:
+            import pynvml
+        except ImportError as e:
+            raise MeterError(f"meter=nvml needs nvidia-ml-py ({e})")
+        self.nv = pynvml
+        try:
+            pynvml.nvmlInit()
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            self.gpu = pynvml.nvmlDeviceGetName(self.handle)
+        except pynvml.NVMLError as e:
+            raise MeterError(f"NVML is not available here ({e})")
+        fields = {"instant": pynvml.NVML_FI_DEV_POWER_INSTANT, "average": pynvml.NVML_FI_DEV_POWER_AVERAGE}
+        if field == "auto":
+            field = "instant" if self._field_ok(fields["instant"]) else "usage"
+        if field in fields and not self._field_ok(fields[field]):
+            raise MeterError(f"meter.nvml_field={field} is not supported by {self.gpu}; use auto or usage")
+        self.field, self.field_id = field, fields.get(field)
+        try:
+            pynvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
+            self.has_counter = True
+        except pynvml.NVMLError:
+            self.has_counter = False
+        try:
+            self.read()
+        except pynvml.NVMLError as e:  # e.g. a Jetson: "Not Supported"
+            raise MeterError(f"NVML cannot read power on {self.gpu} ({e})")
+
+    def _field_ok(self, field_id: int) -> bool:
+        try:
+            [v] = self.nv.nvmlDeviceGetFieldValues(self.handle, [field_id])
+            return v.nvmlReturn == self.nv.NVML_SUCCESS
+        except self.nv.NVMLError:
+            return False
+
+    def read(self) -> Reading:
+        t = now()
+        if self.field_id is None:
+            mw = self.nv.nvmlDeviceGetPowerUsage(self.handle)
+        else:
+            [v] = self.nv.nvmlDeviceGetFieldValues(self.handle, [self.field_id])
+            if v.nvmlReturn != self.nv.NVML_SUCCESS:
+                raise self.nv.NVMLError(v.nvmlReturn)
+            mw = v.value.uiVal
+        return Reading(t, mw / 1e3, {"gpu": mw / 1e3})
+
+    def counter_j(self) -> float | None:
+        return self.nv.nvmlDeviceGetTotalEnergyConsumption(self.handle) / 1e3 if self.has_counter else None
+
+    def describe(self) -> dict:
+        return {**super().describe(), "gpu": self.gpu, "field": self.field,
+                "total_is": "GPU board power (not the host)"}
+
+    def close(self) -> None:
+        try:
+            self.nv.nvmlShutdown()
+        except self.nv.NVMLError:
+            pass

@@ -1,0 +1,173 @@
+"""FAKES, said plainly: stand-ins for Jetson hardware this machine does not have. Each copies the real
+interface (file names, units, command-line behaviour) of what it replaces:
+- a hwmon sysfs tree of INA3221 rails (inN_label, inN_input mV, currN_input mA), values changed by a writer;
+- the older iio layout (rail_name_N, in_power N_input mW);
+- a powercap RAPL zone whose energy_uj counter wraps at max_energy_range_uj;
+- an `nvpmodel` executable on PATH that reads modes from an nvpmodel.conf fixture, answers -q like the
+  real one ("NV Power Mode: NAME" then the id), records every call, and sets the online CPU cores;
+- a `jtop` module with the client's shape (jtop(interval).start/ok/power/close, JtopException)."""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+AGX_ORIN_RAILS = {  # label -> (mV, mA) on i2c 1-0040 (three rails) and 1-0041 (one rail)
+    "VDD_GPU_SOC": (5000, 2000), "VDD_CPU_CV": (5000, 800), "VIN_SYS_5V0": (5000, 900),
+    "VDDQ_VDD2_1V8AO": (5000, 300)}
+
+
+def make_hwmon_tree(root: Path, rails: dict = AGX_ORIN_RAILS) -> dict[str, Path]:
+    """Returns {label: hwmon dir}. Rails spread over two chips like an AGX Orin, plus an unlabelled channel."""
+    dirs = {}
+    chips = {"1-0040": list(rails)[:3], "1-0041": list(rails)[3:]}
+    for chip, labels in chips.items():
+        hw = root / f"sys/bus/i2c/drivers/ina3221/{chip}/hwmon/hwmon{len(dirs)}"
+        hw.mkdir(parents=True)
+        for n, label in enumerate(labels, start=1):
+            (hw / f"in{n}_label").write_text(label + "\n")
+            mv, ma = rails[label]
+            (hw / f"in{n}_input").write_text(f"{mv}\n")
+            (hw / f"curr{n}_input").write_text(f"{ma}\n")
+            dirs[label] = (hw, n)
+        (hw / "in7_input").write_text("5000\n")  # the summing channel has no label: ignored
+    return dirs
+
+
+class HwmonWriter(threading.Thread):
+    """Changes one rail's current over time, as a loaded GPU would: ma(t) = base + slope * t."""
+
+    def __init__(self, channel: tuple, base_ma: float, slope_ma_per_s: float, period: float = 0.005):
+        super().__init__(daemon=True)
+        self.hw, self.n = channel
+        self.base, self.slope, self.period = base_ma, slope_ma_per_s, period
+        self.stop_event = threading.Event()
+        self.t0 = time.perf_counter()
+
+    def run(self):
+        while not self.stop_event.wait(self.period):
+            ma = self.base + self.slope * (time.perf_counter() - self.t0)
+            (self.hw / f"curr{self.n}_input").write_text(f"{int(ma)}\n")
+
+    def stop(self):
+        self.stop_event.set()
+        self.join()
+
+
+WRITER_SCRIPT = """
+import sys, time, math
+path, seconds = sys.argv[1], float(sys.argv[2])
+end = time.time() + seconds
+while time.time() < end:
+    open(path, "w").write(f"{int(2000 + 500 * math.sin(time.time() * 3))}\\n")
+    time.sleep(0.005)
+"""
+
+
+def make_iio_tree(root: Path, rails: dict[str, float]) -> None:
+    dev = root / "sys/bus/i2c/drivers/ina3221x/0-0040/iio:device0"
+    dev.mkdir(parents=True)
+    for n, (label, mw) in enumerate(rails.items()):
+        (dev / f"rail_name_{n}").write_text(label + "\n")
+        (dev / f"in_power{n}_input").write_text(f"{mw}\n")
+
+
+def make_rapl_zone(root: Path, start_uj: int, max_uj: int) -> Path:
+    zone = root / "sys/class/powercap/intel-rapl:0"
+    zone.mkdir(parents=True)
+    (zone / "name").write_text("package-0\n")
+    (zone / "energy_uj").write_text(f"{start_uj}\n")
+    (zone / "max_energy_range_uj").write_text(f"{max_uj}\n")
+    (root / "sys/class/powercap/intel-rapl:0:0").mkdir()  # a subzone: must not be counted twice
+    return zone
+
+
+NVPMODEL_CONF = """# AGX Orin 64GB (abridged fixture)
+< POWER_MODEL ID=0 NAME=MAXN >
+CPU_ONLINE CORE_0 1
+< POWER_MODEL ID=1 NAME=MODE_15W >
+CPU_ONLINE CORE_4 0
+< POWER_MODEL ID=2 NAME=MODE_30W >
+CPU_ONLINE CORE_8 0
+< POWER_MODEL ID=3 NAME=MODE_50W >
+CPU_ONLINE CORE_0 1
+< PM_CONFIG DEFAULT=2 >
+"""
+CORES = {0: 12, 1: 4, 2: 8, 3: 12}
+
+FAKE_NVPMODEL = """#!{python}
+# FAKE nvpmodel for tests: same command line and -q output as the real one.
+import json, re, sys
+root = {root!r}
+state_path, log_path = root + "/fake_nvpmodel_state.json", root + "/fake_nvpmodel_calls.log"
+open(log_path, "a").write(" ".join(sys.argv[1:]) + "\\n")
+conf = open(root + "/etc/nvpmodel.conf").read()
+modes = {{int(i): n for i, n in re.findall(r"<\\s*POWER_MODEL\\s+ID=(\\d+)\\s+NAME=([^\\s>]+)", conf)}}
+state = json.load(open(state_path))
+if sys.argv[1:2] == ["-q"]:
+    print("NV Power Mode: " + modes[state["id"]])
+    print(state["id"])
+elif sys.argv[1:2] == ["-m"]:
+    new = int(sys.argv[2])
+    if new not in modes:
+        print("NVPM ERROR: Invalid mode", file=sys.stderr); sys.exit(1)
+    if not state.get("ignore_set"):
+        state["id"] = new
+        cores = {cores}[new]
+        open(root + "/sys/devices/system/cpu/online", "w").write("0-%d\\n" % (cores - 1))
+    json.dump(state, open(state_path, "w"))
+"""
+
+
+def make_jetson(root: Path, bin_dir: Path, start_id: int = 0, ignore_set: bool = False) -> Path:
+    """A fake Jetson under `root` and a fake nvpmodel in `bin_dir` (put it first on PATH)."""
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    (root / "etc/nv_tegra_release").write_text("# R36 (release), REVISION: 3.0 (FAKE for tests)\n")
+    (root / "etc/nvpmodel.conf").write_text(NVPMODEL_CONF)
+    (root / "sys/devices/system/cpu").mkdir(parents=True, exist_ok=True)
+    (root / "sys/devices/system/cpu/online").write_text(f"0-{CORES[start_id] - 1}\n")
+    (root / "fake_nvpmodel_state.json").write_text(json.dumps({"id": start_id, "ignore_set": ignore_set}))
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    exe = bin_dir / "nvpmodel"
+    exe.write_text(FAKE_NVPMODEL.format(python=sys.executable, root=str(root), cores=CORES))
+    exe.chmod(0o755)
+    return root / "fake_nvpmodel_calls.log"
+
+
+FAKE_JTOP = '''"""FAKE jetson-stats client for tests: the shape of jtop.jtop and jtop.JtopException."""
+import os, time
+
+
+class JtopException(Exception):
+    pass
+
+
+class jtop:
+    def __init__(self, interval=1.0):
+        self.interval = interval
+
+    def start(self):
+        if os.environ.get("FAKE_JTOP_SERVICE") == "down":
+            raise JtopException("The jtop.service is not active. Please run: sudo systemctl restart jtop.service")
+
+    def ok(self):
+        return True
+
+    @property
+    def power(self):
+        t = time.perf_counter()
+        gpu = 4000 + int(1000 * (t % 1.0))
+        return {"rail": {"VDD_GPU_SOC": {"online": True, "volt": 5000, "curr": gpu // 5, "power": gpu, "avg": 3000},
+                         "VDD_CPU_CV": {"online": True, "volt": 5000, "curr": 200, "power": 1000, "avg": 1000}},
+                "tot": {"power": gpu + 1000 + 2000, "avg": 6000}}
+
+    def close(self):
+        pass
+'''
+
+
+def install_fake_jtop(site: Path) -> None:
+    (site / "jtop").mkdir(parents=True)
+    (site / "jtop" / "__init__.py").write_text(FAKE_JTOP)

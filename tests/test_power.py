@@ -1,0 +1,286 @@
+"""Meters, sampler, energy and power modes, against FAKE Jetson hardware (tests/fakes.py says what each
+fake copies) and analytic power curves."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from artifact.config import load_group
+from artifact.power import Sampler, idle_power, summarize
+from artifact.power.energy import CoverageError, check_coverage, integrate, window
+from artifact.power.ina3221 import Ina3221Meter
+from artifact.power.meters import MeterError, Reading, make_meter
+from artifact.power.modes import PowerModeError, PowerModes
+from artifact.power.rapl import RaplMeter
+from conftest import FAST
+from fakes import (AGX_ORIN_RAILS, WRITER_SCRIPT, HwmonWriter, install_fake_jtop, make_hwmon_tree, make_iio_tree,
+                   make_jetson, make_rapl_zone)
+
+ORIN_TOTAL = list(AGX_ORIN_RAILS)
+
+
+# ------------------------------------------------------------------ energy, analytically
+
+def test_constant_power_integrates_exactly():
+    ts = [i * 0.1 for i in range(101)]
+    assert integrate(ts, [50.0] * 101, 1.0, 9.0) == pytest.approx(400.0)
+
+
+def test_ramp_power_integrates_exactly_between_samples():
+    ts = [i * 0.1 for i in range(101)]
+    ws = [10 + 2 * t for t in ts]  # trapezoids are exact on a line, also with window edges between samples
+    assert integrate(ts, ws, 1.05, 8.95) == pytest.approx(10 * 7.9 + (8.95 ** 2 - 1.05 ** 2), rel=1e-12)
+
+
+def test_coverage_failures_are_reported():
+    ts = [0.0, 0.1, 0.2]
+    with pytest.raises(CoverageError, match="3 power samples .* need >= 5"):
+        check_coverage(ts, [1, 2, 3], 0, 0.2, 0.1, min_samples=5, max_gap_periods=5, stale_s=None)
+    ts = [i * 0.1 for i in range(10)] + [3.0 + i * 0.1 for i in range(10)]
+    with pytest.raises(CoverageError, match="gap"):
+        check_coverage(ts, list(range(20)), 0, 3.9, 0.1, min_samples=5, max_gap_periods=5, stale_s=None)
+    ts = [i * 0.1 for i in range(100)]
+    with pytest.raises(CoverageError, match="stale"):
+        check_coverage(ts, [7.5] * 100, 0, 9.9, 0.1, min_samples=5, max_gap_periods=5, stale_s=5)
+
+
+def test_summary_of_a_window_with_counter_and_idle():
+    class Ramp:  # a meter whose power is 100 W + 10 W/s, with an exact energy counter
+        name, period_s, has_counter = "ramp", 0.01, True
+        t0 = time.perf_counter()
+
+        def read(self):
+            t = time.perf_counter()
+            return Reading(t, 100 + 10 * (t - self.t0), {"a": 60.0, "b": 40 + 10 * (t - self.t0)})
+
+        def counter_j(self):
+            d = time.perf_counter() - self.t0
+            return 100 * d + 5 * d * d
+
+        def describe(self):
+            return {"meter": "ramp"}
+
+    mcfg = load_group("meter", "none")
+    s = Sampler(Ramp(), 100).start()
+    time.sleep(0.05)
+    s.mark("timed_start", time.perf_counter())
+    reps = []
+    for i in range(3):
+        a = time.perf_counter(); time.sleep(0.1); b = time.perf_counter(); time.sleep(0.3); c = time.perf_counter()
+        reps.append({"t_start": a, "t_first_token": b, "t_end": c})
+    s.mark("end", time.perf_counter())
+    time.sleep(0.05)
+    s.stop()
+    idle = {"status": "ok", "power_w": {"median": 50.0}}
+    out = summarize(s, reps, idle, mcfg, {"batch_size": 2, "in_len": 4, "out_len": 4, "generated_per_rep": 8})
+    assert out["status"] == "ok", out
+    e = out["energy"]
+    dur = reps[-1]["t_end"] - reps[0]["t_start"]
+    assert e["timed_j"] == pytest.approx(out["timed"]["power_w"]["mean"] * dur, rel=0.02)
+    assert e["prefill_j"] + e["decode_j"] == pytest.approx(sum(e["per_rep_j"]), rel=1e-6)
+    assert e["net_j"] == pytest.approx(e["timed_j"] - 50 * dur)
+    assert e["per_token_j"] == pytest.approx(e["timed_j"] / (3 * 16))
+    assert abs(e["trapezoid_vs_counter_rel"]) < 0.02
+    assert out["timed"]["rails"]["a"]["median_w"] == 60.0
+    assert sum(r["energy_j"] for r in out["timed"]["rails"].values()) == pytest.approx(e["timed_j"], rel=1e-9)
+
+
+# ------------------------------------------------------------------ meters on fakes
+
+def test_ina3221_reads_rails_and_sums_the_module_total(tmp_path):
+    chans = make_hwmon_tree(tmp_path)
+    meter = Ina3221Meter(str(tmp_path), ORIN_TOTAL)
+    r = meter.read()
+    assert r.rails == {k: mv * ma / 1e6 for k, (mv, ma) in AGX_ORIN_RAILS.items()}
+    assert r.total_w == pytest.approx(10 + 4 + 4.5 + 1.5)
+    writer = HwmonWriter(chans["VDD_GPU_SOC"], 2000, 4000)  # +20 W/s on the GPU rail
+    writer.start()
+    s = Sampler(meter, 100).start()
+    time.sleep(0.5)
+    s.stop()
+    writer.stop()
+    gpu = [x.rails["VDD_GPU_SOC"] for x in s.samples]
+    assert len(s.samples) >= 30 and gpu[-1] > gpu[0] + 5  # the sampler sees the changing rail
+    assert s.achieved_rate_hz() == pytest.approx(100, rel=0.3)
+
+
+def test_ina3221_missing_rail_and_no_tree(tmp_path):
+    with pytest.raises(MeterError, match="no INA3221 rails"):
+        Ina3221Meter(str(tmp_path), ORIN_TOTAL)
+    make_hwmon_tree(tmp_path)
+    with pytest.raises(MeterError, match="VDD_SOC_MISSING, not found"):
+        Ina3221Meter(str(tmp_path), ["VDD_GPU_SOC", "VDD_SOC_MISSING"])
+
+
+def test_ina3221_old_iio_layout(tmp_path):
+    make_iio_tree(tmp_path, {"GPU": 3000, "CPU": 1500})
+    r = Ina3221Meter(str(tmp_path), []).read()
+    assert r.rails == {"GPU": 3.0, "CPU": 1.5} and r.total_w == 4.5
+
+
+def test_rapl_counter_wraps(tmp_path):
+    zone = make_rapl_zone(tmp_path, start_uj=999_000_000, max_uj=1_000_000_000)
+    meter = RaplMeter(str(tmp_path))
+    assert list(meter.zones) == ["package-0@intel-rapl:0"]
+    c0 = meter.counter_j()
+    (zone / "energy_uj").write_text("999_500_000".replace("_", ""))
+    assert meter.counter_j() - c0 == pytest.approx(0.5)
+    (zone / "energy_uj").write_text("2000000\n")  # wrapped past max_energy_range_uj
+    assert meter.counter_j() - c0 == pytest.approx(0.5 + 0.5 + 2.0)
+
+
+def test_rapl_unreadable_is_a_clear_error(tmp_path):
+    zone = make_rapl_zone(tmp_path, 0, 10)
+    (zone / "energy_uj").unlink()
+    with pytest.raises(MeterError, match="not readable"):
+        RaplMeter(str(tmp_path))
+
+
+def test_auto_detection_order_and_fallback(tmp_path):
+    mcfg = load_group("meter", "auto")
+    mcfg.sysfs_root = str(tmp_path)
+    none = make_meter(mcfg, "cpu")
+    assert none.name == "none" and "ina3221: no INA3221 rails" in none.reason and "nvml: device is not CUDA" in none.reason
+    make_rapl_zone(tmp_path, 0, 10**9)
+    assert make_meter(mcfg, "cpu").name == "rapl"
+    make_hwmon_tree(tmp_path)
+    assert make_meter(mcfg, "cpu").name == "ina3221"  # first in the order
+
+
+def test_jtop_through_a_fake_client(tmp_path, monkeypatch):
+    install_fake_jtop(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from artifact.power.jtop_meter import JtopMeter
+    meter = JtopMeter(0.1)
+    assert meter.period_s == 0.5  # never below 0.5 s
+    r = meter.read()
+    assert set(r.rails) == {"VDD_GPU_SOC", "VDD_CPU_CV"} and 7.0 <= r.total_w <= 8.0
+    monkeypatch.setenv("FAKE_JTOP_SERVICE", "down")
+    with pytest.raises(MeterError, match="jtop.service"):
+        JtopMeter(0.5)
+
+
+def test_idle_window_and_invalid_coverage(tmp_path):
+    make_hwmon_tree(tmp_path)
+    mcfg = load_group("meter", "ina3221")
+    mcfg.sysfs_root, mcfg.idle_seconds = str(tmp_path), 1.0
+    meter = make_meter(mcfg, "cpu")
+    idle = idle_power(meter, mcfg, "fake-mode")
+    assert idle["status"] == "ok" and idle["power_w"]["median"] == pytest.approx(20.0) and idle["measured_in"] == "this cell"
+    assert idle_power(meter, mcfg, "fake-mode")["measured_in"].startswith("an earlier cell")
+    s = Sampler(meter, 10).start()
+    a = time.perf_counter(); time.sleep(0.15); b = time.perf_counter()
+    s.stop()
+    out = summarize(s, [{"t_start": a, "t_first_token": a, "t_end": b}], idle, mcfg,
+                    {"batch_size": 1, "in_len": 1, "out_len": 1, "generated_per_rep": 1})
+    assert out["status"] == "invalid" and "need >= 5" in out["reason"] and "energy" not in out
+
+
+# ------------------------------------------------------------------ power modes on a fake Jetson
+
+def power_cfg(name: str, root):
+    p = load_group("power", name)
+    p.root = str(root)
+    return p
+
+
+def test_mode_is_applied_by_name_read_back_and_restored(tmp_path, monkeypatch):
+    log = make_jetson(tmp_path / "jetson", tmp_path / "bin", start_id=0)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    modes = PowerModes(power_cfg("30W", tmp_path / "jetson"))
+    state = modes.apply(power_cfg("30W", tmp_path / "jetson"))
+    assert state["mode"] == "MODE_30W" and state["mode_id"] == 2 and state["cpu_cores_online"] == 8
+    assert state["previous_mode"] == "MAXN" and state["status"] == "set and verified"
+    modes.apply(power_cfg("30W", tmp_path / "jetson"))  # already there: not switched again
+    modes.restore()
+    assert log.read_text().split("\n").count("-m 2") == 1
+    assert log.read_text().strip().splitlines()[-1] == "-m 0"  # back to MAXN
+    assert (tmp_path / "jetson/sys/devices/system/cpu/online").read_text().strip() == "0-11"
+
+
+def test_mode_mismatch_is_refused(tmp_path, monkeypatch):
+    make_jetson(tmp_path / "jetson", tmp_path / "bin", start_id=0, ignore_set=True)  # nvpmodel "fails silently"
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    modes = PowerModes(power_cfg("15W", tmp_path / "jetson"))
+    with pytest.raises(PowerModeError, match="did not take effect: mode is MAXN; cpu_cores_online is 12, expected 4"):
+        modes.apply(power_cfg("15W", tmp_path / "jetson"))
+    modes.restore()
+
+
+def test_unknown_mode_name_and_off_jetson(tmp_path, monkeypatch):
+    make_jetson(tmp_path / "jetson", tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    with pytest.raises(PowerModeError, match="'PM_B' is not in .* --conf-block pm-b"):
+        PowerModes(power_cfg("pm-b", tmp_path / "jetson")).resolve(power_cfg("pm-b", tmp_path / "jetson"))
+    with pytest.raises(PowerModeError, match="needs a Jetson"):
+        PowerModes(power_cfg("30W", tmp_path)).resolve(power_cfg("30W", tmp_path))
+
+
+def test_previous_mode_is_restored_when_the_process_dies_of_an_exception(tmp_path):
+    log = make_jetson(tmp_path / "jetson", tmp_path / "bin", start_id=3)
+    script = ("from artifact.config import load_group\nfrom artifact.power.modes import PowerModes\n"
+              f"p = load_group('power', '15W'); p.root = {str(tmp_path / 'jetson')!r}\n"
+              "PowerModes(p).apply(p)\nraise RuntimeError('boom mid-sweep')\n")
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert out.returncode == 1 and "boom mid-sweep" in out.stderr
+    assert log.read_text().split() == ["-q", "-m", "1", "-q", "-m", "3"]
+    assert "power mode restored to MODE_50W" in out.stderr
+
+
+def test_cell_on_a_fake_jetson_end_to_end(cli, tmp_path):
+    """A real SmolLM2 cell with power=30W and meter=ina3221 on the fake Jetson: mode set, read back,
+    restored; power sampled from a hwmon tree that another process keeps changing."""
+    root = tmp_path / "jetson"
+    chans = make_hwmon_tree(root)
+    log = make_jetson(root, tmp_path / "bin", start_id=0)
+    hw, n = chans["VDD_GPU_SOC"]
+    writer = subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, str(hw / f"curr{n}_input"), "120"])
+    try:
+        env = cli.env(PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+        out = cli.run(*[a for a in FAST if a != "min_seconds=0"], "min_seconds=1.5", "power=30W", f"power.root={root}",
+                      "meter=ina3221", f"meter.sysfs_root={root}", "meter.idle_seconds=1", env=env)
+    finally:
+        writer.kill()
+    assert out.returncode == 0, out.stderr
+    [rec] = cli.records()
+    result = json.loads((rec / "result.json").read_text())
+    assert result["power_mode"]["mode"] == "MODE_30W" and result["power_mode"]["cpu_cores_online"] == 8
+    p = result["power"]
+    assert p["status"] == "ok", p
+    assert p["meter"]["meter"] == "ina3221" and p["samples_total"] >= 15
+    assert 15 < p["timed"]["power_w"]["median"] < 25  # 10 +- 2.5 W GPU + 10 W other rails
+    assert p["idle"]["status"] == "ok" and p["energy"]["timed_j"] > 0 and "net_j" in p["energy"]
+    trace = (rec / "power.csv").read_text().splitlines()
+    assert trace[0] == "t,total_w," + ",".join(sorted(f"{r}_w" for r in AGX_ORIN_RAILS))
+    assert len(trace) == p["samples_total"] + 1
+    assert "timed_start" in (rec / "marks.csv").read_text()
+    assert log.read_text().split() == ["-q", "-m", "2", "-q", "-m", "0"]  # restored to MAXN at the end
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(cli, tmp_path):
+    log = make_jetson(tmp_path / "jetson", tmp_path / "bin")
+    out = cli.run(*FAST, "power=15W", "power.dry_run=true", f"power.root={tmp_path / 'jetson'}",
+                  env=cli.env(PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}"))
+    assert out.returncode == 0, out.stderr
+    assert "nvpmodel -m 1   (MODE_15W)" in out.stdout and "cpu_cores_online = 4" in out.stdout
+    assert not log.exists() and cli.records() == []
+
+
+def test_power_mode_off_a_jetson_is_one_line(cli):
+    out = cli.run(*FAST, "power=30W")
+    assert out.returncode == 2 and out.stderr.strip().startswith("error: power=30W needs a Jetson")
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_meter_cli_on_fake_hwmon(tmp_path, data_dir):
+    make_hwmon_tree(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "artifact.meter", "--meter", "ina3221", "--seconds", "1.2",
+                          "--sysfs-root", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "median 20.00 W" in out.stdout and "total    20.00 W" in out.stdout
