@@ -1,6 +1,9 @@
-"""`make bench`: the harness's own overhead. Token throughput as the harness reports it (streamer
-timestamps, token checks, memory probe) against a bare `model.generate` loop on the same model and
-prompts, interleaved A/B (order alternating each round), several rounds. A benchmark, not a test."""
+"""`make bench`: the harness's own overhead, interleaved A/B (order alternating each round), several rounds.
+
+--compare bare (default): token throughput as the harness reports it (streamer timestamps, token
+checks, memory probe) against a bare `model.generate` loop on the same model and prompts.
+--compare sampler: the harness with the power sampler running (--meter) against without it.
+A benchmark, not a test."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +14,8 @@ from pathlib import Path
 import torch
 from . import models
 from .config import default_data_dir, load_group, resolve_device, split_lengths
-from .measure import generation_config, now, run_timed
+from .measure import now, run_timed
+from .power import NoMeter, Sampler, get_meter
 from .workload import build_prompts
 
 
@@ -38,30 +42,48 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--weights", default="real", choices=["real", "synthetic"])
+    ap.add_argument("--compare", default="bare", choices=["bare", "sampler"])
+    ap.add_argument("--meter", default="auto")
     a = ap.parse_args()
     device = resolve_device(a.device)
     mcfg, qcfg, wl = load_group("model", a.model), load_group("quant", a.quant), load_group("workload", "wikitext2")
+    mcfg.weights = a.weights
     loaded, _ = models.load(mcfg, qcfg, device, Path("models"), 0)
     in_len, out_len = split_lengths(a.seq_len, 0.5)
     prompts, _ = build_prompts(loaded.tokenizer, Path(default_data_dir()), wl, a.batch_size, in_len)
     prompts = prompts.to(device)
     run_timed(loaded.model, loaded.tokenizer, prompts, out_len, warmup=1, min_reps=1, min_seconds=0,
               max_reps=1, device=device)  # warm both paths once
-    ratios = []
-    print(f"{a.model}/{a.quant} bs{a.batch_size} sl{a.seq_len} on {device}: {a.rounds} rounds x {a.reps} reps")
-    for r in range(a.rounds):
-        def harness():
+    meter = get_meter(load_group("meter", a.meter), device) if a.compare == "sampler" else None
+    if isinstance(meter, NoMeter):
+        raise SystemExit(f"error: --compare sampler needs a sensor; {meter.reason}")
+
+    def harness(sample: bool = False) -> float:
+        sampler = Sampler(meter, 10.0).start() if sample else None
+        try:
             return run_timed(loaded.model, loaded.tokenizer, prompts, out_len, warmup=0, min_reps=a.reps,
-                             min_seconds=0, max_reps=a.reps, device=device)["metrics"]["token_throughput_tps"]["median"]
-        def bare():
-            return bare_throughput(loaded.model, prompts, out_len, a.reps, device)
+                             min_seconds=0, max_reps=a.reps, device=device,
+                             on_phase=sampler.mark if sampler else None)["metrics"]["token_throughput_tps"]["median"]
+        finally:
+            if sampler:
+                sampler.stop()
+
+    if a.compare == "bare":
+        label, first, second = "harness/bare", harness, lambda: bare_throughput(loaded.model, prompts, out_len, a.reps, device)
+    else:
+        label, first, second = f"sampler on/off ({meter.name})", lambda: harness(True), harness
+    ratios = []
+    print(f"{a.model}/{a.quant} ({a.weights}) bs{a.batch_size} sl{a.seq_len} on {device}: {label}, "
+          f"{a.rounds} rounds x {a.reps} reps")
+    for r in range(a.rounds):
         if r % 2 == 0:
-            h, b = harness(), bare()
+            x, y = first(), second()
         else:
-            b, h = bare(), harness()
-        ratios.append(h / b)
-        print(f"round {r}: harness {h:.2f} tok/s  bare {b:.2f} tok/s  ratio {h / b:.4f}", flush=True)
-    print(f"harness/bare throughput ratio: median {statistics.median(ratios):.4f}, "
+            y, x = second(), first()
+        ratios.append(x / y)
+        print(f"round {r}: {x:.2f} vs {y:.2f} tok/s  ratio {x / y:.4f}", flush=True)
+    print(f"{label} throughput ratio: median {statistics.median(ratios):.4f}, "
           f"mean {statistics.fmean(ratios):.4f} ± {statistics.stdev(ratios):.4f} (std), "
           f"min {min(ratios):.4f}, max {max(ratios):.4f}, n={len(ratios)}  [{time.strftime('%Y-%m-%d %H:%M')}]")
 

@@ -201,7 +201,7 @@ def log_to_mlflow(uri: str, study: str, record_dir: Path, config: dict, result: 
     """Log one record as an MLflow run, unless a finished run for this record id is there already.
     Unfinished runs of the same cell (a crash mid-logging) are deleted first. Returns the run id."""
     _quiet_mlflow()
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
     client = MlflowClient(tracking_uri=uri)
     exp_id = _experiment(client, uri, study)

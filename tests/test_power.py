@@ -12,7 +12,7 @@ import pytest
 
 from artifact.config import load_group
 from artifact.power import Sampler, idle_power, summarize
-from artifact.power.energy import CoverageError, check_coverage, integrate, window
+from artifact.power.energy import CoverageError, check_coverage, integrate
 from artifact.power.ina3221 import Ina3221Meter
 from artifact.power.meters import MeterError, Reading, make_meter
 from artifact.power.modes import PowerModeError, PowerModes
