@@ -45,11 +45,12 @@ def main() -> None:
     ap.add_argument("--weights", default="real", choices=["real", "synthetic"])
     ap.add_argument("--compare", default="bare", choices=["bare", "sampler"])
     ap.add_argument("--meter", default="auto")
+    ap.add_argument("--models-dir", default="models")
     a = ap.parse_args()
     device = resolve_device(a.device)
     mcfg, qcfg, wl = load_group("model", a.model), load_group("quant", a.quant), load_group("workload", "wikitext2")
     mcfg.weights = a.weights
-    loaded, _ = models.load(mcfg, qcfg, device, Path("models"), 0)
+    loaded, _ = models.load(mcfg, qcfg, device, Path(a.models_dir), 0)
     in_len, out_len = split_lengths(a.seq_len, 0.5)
     prompts, _ = build_prompts(loaded.tokenizer, Path(default_data_dir()), wl, a.batch_size, in_len)
     prompts = prompts.to(device)

@@ -13,5 +13,5 @@ python3 -m artifact.run -m model=llama31-8b model.weights=synthetic quant=fp16 p
   batch_size=1,32 seq_len=128,1024 warmup=1 min_reps=3 min_seconds=5 study=h100-power \
   models_dir="$models" traces_dir="$out/traces" tracking.enabled=false 2>&1 | tee "$out/cells.txt"
 python3 -m artifact.bench --model llama31-8b --weights synthetic --quant fp16 --batch-size 1 --seq-len 128 \
-  --rounds 6 --reps 3 --compare sampler --meter nvml 2>&1 | tee "$out/sampler_ab.txt"
+  --rounds 6 --reps 3 --compare sampler --meter nvml --models-dir "$models" 2>&1 | tee "$out/sampler_ab.txt"
 python3 scripts/rope_slowdown.py 2>&1 | tee "$out/rope.txt"
