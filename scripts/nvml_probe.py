@@ -48,7 +48,8 @@ def main() -> None:
                 for _ in range(20):
                     x @ x
                 torch.cuda.synchronize()
-        threading.Thread(target=burn, daemon=True).start()
+        burner = threading.Thread(target=burn, daemon=True)
+        burner.start()
         time.sleep(1)
     sources = {"instant field": field(pynvml.NVML_FI_DEV_POWER_INSTANT),
                "average field": field(pynvml.NVML_FI_DEV_POWER_AVERAGE),
@@ -60,6 +61,8 @@ def main() -> None:
         print(f"{name:26s} {r['updates_per_s']:7.1f} updates/s  median gap {r['median_gap_ms']} ms  "
               f"({r['polls']} polls, last value {read(h)})")
     stop.set()
+    if a.load:
+        burner.join()
 
 
 if __name__ == "__main__":

@@ -92,10 +92,12 @@ def summarize(sampler: Sampler, reps: list[dict], idle: dict, mcfg, tokens: dict
         net = timed["energy_j"] - idle["power_w"]["median"] * timed["seconds"]
         out["energy"].update(net_j=net, net_per_token_j=net / all_tokens, idle_power_w=idle["power_w"]["median"])
     if "timed_start" in sampler.counters and "end" in sampler.counters:
+        # the counter's own interval (its ticks just before and after the timed window), and the sampled
+        # energy over exactly that interval
         (ca, ja), (cb, jb) = sampler.counters["timed_start"], sampler.counters["end"]
-        counter = jb - ja
-        out["energy"].update(counter_j=counter, counter_seconds=cb - ca,
-                             trapezoid_vs_counter_rel=(timed["energy_j"] - counter) / counter if counter else None)
+        counter, sampled = jb - ja, window(sampler.samples, ca, cb)["energy_j"]
+        out["energy"].update(counter_j=counter, counter_interval_s=cb - ca, sampled_over_counter_interval_j=sampled,
+                             sampled_vs_counter_rel=(sampled - counter) / counter if counter else None)
     return out
 
 

@@ -35,6 +35,20 @@ class Meter(ABC):
     def counter_j(self) -> float | None:
         return None
 
+    def counter_edge(self, timeout_s: float = 0.3) -> tuple[float, float] | None:
+        """(time, joules) at the moment the energy counter ticks. Counters that update in steps (NVML:
+        every 100 ms on an H100) are read when they change, so that the interval between two edges
+        is known to the polling precision and the sampled energy can be compared over exactly it."""
+        first = self.counter_j()
+        if first is None:
+            return None
+        deadline = now() + timeout_s
+        while now() < deadline:
+            value = self.counter_j()
+            if value != first:
+                return now(), value
+        return now(), first  # a counter that never ticks: compared as read
+
     def describe(self) -> dict:
         return {"meter": self.name, "period_s": self.period_s, "energy_counter": self.has_counter}
 

@@ -37,10 +37,10 @@ class Sampler:
 
     def mark(self, name: str, t: float) -> None:
         self.marks.append((name, t))
-        if name in ("timed_start", "end"):
-            c = self.meter.counter_j()
-            if c is not None:
-                self.counters[name] = (now(), c)
+        if name in ("timed_start", "end"):  # outside the timed repetitions: waiting for a tick is free
+            edge = self.meter.counter_edge()
+            if edge is not None:
+                self.counters[name] = edge
 
     def stop(self) -> None:
         self._stop.set()
