@@ -145,9 +145,7 @@ def default_data_dir() -> str:
 
 
 def register() -> None:
-    from . import sweeper
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
-    sweeper.register()
     if not OmegaConf.has_resolver("artifact_data_dir"):
         OmegaConf.register_new_resolver("artifact_data_dir", default_data_dir)
 

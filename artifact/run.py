@@ -224,9 +224,23 @@ def preflight(args: list[str]) -> None:
         sys.exit(2)
 
 
+SLOWEST_FIRST = ("power", "model", "quant", "meter", "workload")
+
+
+def sweep_order(args: list[str]) -> list[str]:
+    """Hydra's basic sweeper varies the first override slowest: put the power mode first, then the model,
+    then the precision, so that a sweep switches modes and reloads models as rarely as possible."""
+    def rank(arg: str) -> int:
+        group = arg.lstrip("+~").split("=")[0].split(".")[0]
+        return SLOWEST_FIRST.index(group) if group in SLOWEST_FIRST else len(SLOWEST_FIRST)
+    flags = [a for a in args if a.startswith("-")]
+    return flags + sorted((a for a in args if not a.startswith("-")), key=rank)
+
+
 def cli() -> None:
     if not any(a.startswith(("--help", "-h", "--cfg", "--info", "--hydra-help", "-c")) for a in sys.argv[1:]):
         preflight(sys.argv[1:])
+        sys.argv[1:] = sweep_order(sys.argv[1:])
     main()
     if FAILED:
         print(f"{len(FAILED)} cell(s) failed: {', '.join(FAILED)}", file=sys.stderr)

@@ -129,3 +129,10 @@ def test_cell_lock_respects_live_owners_and_takes_over_dead_ones(tmp_path):
     assert store.try_lock("c1")  # its owner died: stale, taken over
     store.unlock("c1")
     assert not (tmp_path / "s" / ".c1.lock").exists()
+
+
+def test_sweeps_change_power_mode_then_model_then_precision_least_often():
+    from artifact.run import sweep_order
+    args = ["-m", "batch_size=1,2", "quant=fp16,int8", "seq_len=128", "power=maxn,30W", "model=phi2,llama31-8b"]
+    assert sweep_order(args) == ["-m", "power=maxn,30W", "model=phi2,llama31-8b", "quant=fp16,int8",
+                                 "batch_size=1,2", "seq_len=128"]
