@@ -12,7 +12,7 @@ import pytest
 
 from artifact.config import load_group
 from artifact.power import Sampler, idle_power, summarize
-from artifact.power.energy import CoverageError, check_coverage, integrate
+from artifact.power.energy import CoverageError, check_coverage, integrate, window
 from artifact.power.ina3221 import Ina3221Meter
 from artifact.power.meters import Meter, MeterError, Reading, make_meter
 from artifact.power.modes import PowerModeError, PowerModes
@@ -83,6 +83,8 @@ def test_summary_of_a_window_with_counter_and_idle():
     dur = reps[-1]["t_end"] - reps[0]["t_start"]
     assert e["timed_j"] == pytest.approx(out["timed"]["power_w"]["mean"] * dur, rel=0.02)
     assert e["prefill_j"] + e["decode_j"] == pytest.approx(sum(e["per_rep_j"]), rel=1e-6)
+    short = window(s.samples, reps[0]["t_start"], reps[0]["t_start"] + 0.001)  # no sample inside: energy only
+    assert short["power_w"] is None and short["energy_j"] == pytest.approx(0.001 * 100, rel=0.1)
     assert e["net_j"] == pytest.approx(e["timed_j"] - 50 * dur)
     assert e["per_token_j"] == pytest.approx(e["timed_j"] / (3 * 16))
     assert abs(e["sampled_vs_counter_rel"]) < 0.02 and e["counter_interval_s"] >= dur

@@ -60,7 +60,8 @@ def window(samples: list[Reading], t0: float, t1: float) -> dict:
     totals = [s.total_w for s in samples]
     inside = [s for s in samples if t0 <= s.t <= t1]
     rails = sorted({r for s in samples for r in s.rails})
-    out = {"seconds": t1 - t0, "power_w": power_stats([s.total_w for s in inside]),
+    # a short window (a prefill) may hold no sample: its energy is still interpolated, its stats absent
+    out = {"seconds": t1 - t0, "power_w": power_stats([s.total_w for s in inside]) if inside else None,
            "energy_j": integrate(ts, totals, t0, t1), "rails": {}}
     for r in rails:
         pts = [(s.t, s.rails[r]) for s in samples if r in s.rails]
