@@ -213,6 +213,10 @@ def run_timed(model, tokenizer, prompts: torch.Tensor, out_len: int, *, warmup: 
     mem = memory.stop()
     metrics = {name: summary([r[name] for r in reps]) for name in
                ("latency_s", "ttft_s", "decode_s", "token_throughput_tps", "decode_tps", "per_token_latency_s")}
-    return {"reps": reps, "warmup_latency_s": warm, "timed_seconds": timed, "metrics": metrics, "memory": mem,
+    # The first generation at a shape pays one-off host-side costs (kernel and heuristic selection for each
+    # new shape; on an H100 about 3x a warm one): the warm-up absorbs them, and this ratio shows how much.
+    cold_ratio = warm[0] / metrics["latency_s"]["median"] if warm else None
+    return {"reps": reps, "warmup_latency_s": warm, "cold_start_ratio": cold_ratio, "timed_seconds": timed,
+            "metrics": metrics, "memory": mem,
             "tokens": {"batch_size": batch, "in_len": in_len, "out_len": out_len,
                        "generated_per_rep": batch * out_len, "checked": True}}

@@ -186,6 +186,8 @@ def stand_in_tokenizer(mcfg, models_dir: Path):
 
 def _load(mcfg, quant, device: str, models_dir: Path, seed: int) -> Loaded:
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()  # one line per cell is the output; a load is timed in the record
     dtype = compute_dtype(quant, device)
     qconfig = quantization_config(quant, device)
     info = {"weights": mcfg.weights, "dtype": str(dtype).replace("torch.", ""),

@@ -87,7 +87,8 @@ def measure_cell(cfg: DictConfig, device: str, h: str) -> tuple[dict, list[dict]
             result["power"] = power.summarize(sampler, reps, idle, cfg.meter, timed["tokens"])
             tables = {"power.csv": sampler.trace_rows(), "marks.csv": sampler.mark_rows()}
         result.update(metrics=timed["metrics"], memory=timed["memory"], tokens={**result["tokens"], **timed["tokens"]},
-                      warmup_latency_s=timed["warmup_latency_s"], timed_seconds=timed["timed_seconds"])
+                      warmup_latency_s=timed["warmup_latency_s"], cold_start_ratio=timed["cold_start_ratio"],
+                      timed_seconds=timed["timed_seconds"])
         if cfg.ppl.enabled:
             key = json.dumps([to_container(cfg.model), to_container(cfg.quant), to_container(cfg.ppl), device])
             if key not in _PPL_CACHE:
