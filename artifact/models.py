@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, load_group
+from .config import ConfigError, load_group, to_container
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def converted_gguf_dir(mcfg, models_dir: Path) -> Path:
 
 def synthetic_config(mcfg):
     from transformers import AutoConfig
-    arch = _plain(mcfg.arch)
+    arch = to_container(mcfg.arch)
     model_type = arch.pop("model_type")
     return AutoConfig.for_model(model_type, **arch)
 
@@ -177,9 +177,10 @@ def stand_in_tokenizer(mcfg, models_dir: Path):
             pass
     embedded = load_group("model", EMBEDDED_MODEL)
     folder = converted_gguf_dir(embedded, models_dir)
-    if len(AutoTokenizer.from_pretrained(folder)) > mcfg.arch.get("vocab_size", 0):
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if len(tokenizer) > mcfg.arch.get("vocab_size", 0):
         raise ConfigError(f"model {mcfg.name}: vocabulary too small for the stand-in tokenizer")
-    return AutoTokenizer.from_pretrained(folder), f"{EMBEDDED_MODEL} (stand-in for synthetic weights)"
+    return tokenizer, f"{EMBEDDED_MODEL} (stand-in for synthetic weights)"
 
 
 # ---------------------------------------------------------------- loading
@@ -240,7 +241,7 @@ _CURRENT: tuple[str, Loaded] | None = None
 def load(mcfg, quant, device: str, models_dir: Path, seed: int) -> tuple[Loaded, bool]:
     """The model for this cell; reused (second value True) while model, quant and device are the same."""
     global _CURRENT
-    key = json.dumps([_plain(mcfg), _plain(quant), device, seed if mcfg.weights == "synthetic" else None],
+    key = json.dumps([to_container(mcfg), to_container(quant), device, seed if mcfg.weights == "synthetic" else None],
                      sort_keys=True)
     if _CURRENT and _CURRENT[0] == key:
         return _CURRENT[1], True
@@ -263,7 +264,3 @@ def release() -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
-
-def _plain(node) -> dict:
-    from omegaconf import OmegaConf
-    return OmegaConf.to_container(node, resolve=True) if not isinstance(node, dict) else node

@@ -4,10 +4,12 @@ Per process: one meter per meter config, one PowerModes (restores the first mode
 idle measurement per power mode."""
 from __future__ import annotations
 
+import atexit
 import json
 import statistics
 import time
 
+from ..config import to_container
 from .energy import CoverageError, check_coverage, window
 from .meters import Meter, MeterError, NoMeter, make_meter
 from .modes import PowerModes
@@ -18,15 +20,13 @@ _IDLE: dict[tuple, dict] = {}
 _MODES: PowerModes | None = None
 
 
-def _plain(node) -> dict:
-    from omegaconf import OmegaConf
-    return OmegaConf.to_container(node, resolve=True)
-
-
 def get_meter(mcfg, device: str) -> Meter:
-    key = json.dumps([_plain(mcfg), device], sort_keys=True)
+    """One meter per meter config and device in a process, closed (NVML shut down, jtop client
+    disconnected) at exit."""
+    key = json.dumps([to_container(mcfg), device], sort_keys=True)
     if key not in _METERS:
         _METERS[key] = make_meter(mcfg, device)
+        atexit.register(_METERS[key].close)
     return _METERS[key]
 
 
