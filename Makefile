@@ -1,7 +1,12 @@
 # Every target sets up (or reuses) the virtual environment itself.
+#   make reproduce     run the experiments of the profile this hardware gets, build every table and figure
+#   make reproduce PROFILE=gpu|paper|smoke     a chosen profile
+#   make figures       rebuild figures and tables from the records (or the committed paper/results.csv)
+#   make check         the claims table
 #   make test          set up and run the test suite
 #   make run ARGS='model=smollm2-135m quant=int8 batch_size=4'
 #   make ui            MLflow UI on http://127.0.0.1:5000
+#   make push / pull   records and models to / from the DVC remote (default: ~/.cache/edge-llm-artifact/dvc-remote)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,11 +16,14 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 VENV_FLAGS ?=
 ARGS ?=
+PROFILE ?= auto
+# DVC stage commands call `python`: the venv's
+DVC := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc
 HOST ?= 127.0.0.1
 PORT ?= 5000
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run sweep test bench ui data clean
+.PHONY: setup run test bench ui data reproduce figures check push pull clean
 
 setup: $(STAMP)
 
@@ -29,6 +37,22 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/python -m artifact.run $(ARGS)
+
+reproduce: $(STAMP)
+	$(BIN)/python -m artifact.experiments --set-profile $(PROFILE)
+	$(DVC) repro report
+
+figures: $(STAMP)
+	$(BIN)/python -m artifact.report
+
+check: $(STAMP)
+	$(BIN)/python -m artifact.report --check --no-mlflow
+
+push: $(STAMP)
+	$(DVC) push
+
+pull: $(STAMP)
+	$(DVC) pull
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests $(ARGS)

@@ -64,6 +64,7 @@ class WorkloadConfig:
 
 @dataclass
 class PplConfig:
+    name: str = "off"
     enabled: bool = False
     method: str = "off"
     corpus: str = "wikitext2"
@@ -118,6 +119,7 @@ class RunConfig:
     power: PowerConfig = MISSING
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     study: str = "default"
+    profile: str = "auto"
     device: str = "auto"
     batch_size: int = 1
     seq_len: int = 128
@@ -251,3 +253,47 @@ def data_dir(cfg: DictConfig) -> Path:
 
 def to_container(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+# Not taken from a composed params.yaml: paths and tracking are per machine; the DVC `cell` stage writes
+# study default (its output), and profile only matters to make reproduce.
+NOT_FROM_PARAMS = ("data_dir", "traces_dir", "models_dir", "tracking", "hydra", "study", "profile")
+
+
+def _override_value(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_override_value(x) for x in v) + "]"
+    s = str(v)
+    return s if s.replace("-", "").replace("_", "").replace(".", "").replace("/", "").isalnum() else repr(s)
+
+
+def _leaves(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_leaves(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def overrides_from_params(path: str | Path) -> list[str]:
+    """A fully composed config (DVC's params.yaml, written by `dvc exp run -S ...` through Hydra) back into
+    the overrides that compose it from conf/: each group by name plus the fields that differ from that
+    group's file, and the run knobs (not NOT_FROM_PARAMS)."""
+    import yaml
+    doc = yaml.safe_load(Path(path).read_text())
+    out = []
+    for group in GROUP_SCHEMAS:
+        chosen = doc[group]
+        out.append(f"{group}={chosen['name']}")
+        stock = _leaves(to_container(load_group(group, chosen["name"])))
+        out += [f"{group}.{k}={_override_value(v)}" for k, v in _leaves(chosen).items() if stock.get(k, MISSING) != v]
+    out += [f"{k}={_override_value(v)}" for k, v in doc.items() if k not in GROUP_SCHEMAS and k not in NOT_FROM_PARAMS]
+    return out

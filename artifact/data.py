@@ -34,13 +34,22 @@ def fetch_longbench_triviaqa(target: Path) -> None:
 FETCHERS = {"wikitext2": fetch_wikitext2, "longbench": fetch_longbench_triviaqa}
 
 
-def main(root: str = "data") -> int:
-    failed = 0
+def main(argv: list[str] | None = None) -> int:
+    """Fetch what is missing (into data/), verify everything, and with --manifest write what was verified
+    (the DVC pipeline's first stage: later stages depend on the manifest, not on where the files are)."""
+    import argparse
+    from .config import default_data_dir
+    ap = argparse.ArgumentParser(prog="python -m artifact.data")
+    ap.add_argument("--root", default=None, help="default: $ARTIFACT_DATA_DIR, else data/, else ../shared/data")
+    ap.add_argument("--manifest", default=None, help="write the verified corpora's names and sha256 here")
+    args = ap.parse_args(argv)
+    root = Path(args.root or default_data_dir())
+    failed, manifest = 0, {}
     for name, fetch in FETCHERS.items():
         wl = load_group("workload", name)
-        target = Path(root) / wl.file
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = root / wl.file
         if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
             print(f"fetching {name} -> {target}", flush=True)
             try:
                 fetch(target)
@@ -54,11 +63,17 @@ def main(root: str = "data") -> int:
         try:
             _verified_bytes(str(target), wl.sha256, wl.sha256_raw)
             print(f"{target}: checksum ok")
+            manifest[name] = {"file": wl.file, "sha256": wl.sha256}
         except ConfigError as e:
             failed += 1
             print(f"error: {e}", file=sys.stderr)
-    return 1 if failed else 0
+    if failed:
+        return 1
+    if args.manifest:
+        Path(args.manifest).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.manifest).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:]))
+    sys.exit(main())

@@ -110,6 +110,8 @@ def converted_gguf_dir(mcfg, models_dir: Path) -> Path:
     gguf = embedded_gguf_path(mcfg)
 
     def build(tmp: Path) -> None:
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()
         start = time.time()
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -264,3 +266,35 @@ def release() -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
+
+
+def prepare(profile: str, models_dir: Path) -> list[Path]:
+    """Write the checkpoints a profile's experiments load from models/ (today: the embedded GGUF,
+    converted once). The DVC `models` stage runs this so the folder is versioned and shared."""
+    from . import experiments
+    from .config import load_group
+    names = set()
+    for exp in experiments.names():
+        p = experiments.plan(exp, profile)
+        for o in p.overrides:
+            if o.startswith("model="):
+                names.update(o.split("=", 1)[1].split(","))
+    models_dir.mkdir(parents=True, exist_ok=True)
+    done = []
+    for name in sorted(names):
+        mcfg = load_group("model", name)
+        if mcfg.source == "gguf-package" and mcfg.weights == "real":
+            done.append(converted_gguf_dir(mcfg, models_dir))
+    return done
+
+
+if __name__ == "__main__":
+    import argparse
+    from .experiments import resolve_profile
+    ap = argparse.ArgumentParser(prog="python -m artifact.models", description=prepare.__doc__.split("\n")[0])
+    ap.add_argument("--profile", default="auto")
+    ap.add_argument("--models-dir", default="models")
+    args = ap.parse_args()
+    chosen, _ = resolve_profile(args.profile)
+    for path in prepare(chosen, Path(args.models_dir)):
+        print(f"{path}: ready")

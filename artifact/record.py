@@ -26,7 +26,7 @@ from . import __version__
 SCHEMA = 1
 FINISHED = ("ok", "oom")  # statuses that count as done; an error is retried on the next run
 # Config keys that do not change a result, so they are not part of a cell's identity.
-NOT_IDENTITY = ("study", "force", "traces_dir", "models_dir", "data_dir", "tracking", "device")
+NOT_IDENTITY = ("study", "profile", "force", "traces_dir", "models_dir", "data_dir", "tracking", "device")
 
 log = logging.getLogger(__name__)
 

@@ -5,6 +5,7 @@ status error (oom for out-of-memory) and a sweep goes on; the exit code is 1 if 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -19,7 +20,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from . import models, power, provenance
-from .config import CONF_DIR, ConfigError, data_dir, load_group, register, resolve_device, split_lengths, to_container, validate
+from .progress import LiveLine, SweepProgress
+from .config import (CONF_DIR, ConfigError, data_dir, load_group, overrides_from_params, register, resolve_device,
+                     split_lengths, to_container, validate)
 from .measure import TokenCountError, run_timed
 from .perplexity import perplexity
 from .record import CellStore, cell_hash, log_to_mlflow, run_name
@@ -29,6 +32,7 @@ register()
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 FAILED: list[str] = []
+PROGRESS = SweepProgress(1)
 _PPL_CACHE: dict = {}
 
 
@@ -66,6 +70,7 @@ def measure_cell(cfg: DictConfig, device: str, h: str) -> tuple[dict, list[dict]
     meter = power.get_meter(cfg.meter, device)
     result["power"] = {"status": "no sensor", "reason": getattr(meter, "reason", "")}
     cell_start = time.perf_counter()
+    live = LiveLine().start()
     try:
         loaded, reused = models.load(cfg.model, cfg.quant, device, Path(cfg.models_dir), cfg.seed)
         result["model"] = {**loaded.info, "reused_from_previous_cell": reused}
@@ -75,6 +80,7 @@ def measure_cell(cfg: DictConfig, device: str, h: str) -> tuple[dict, list[dict]
         if not isinstance(meter, power.NoMeter):
             idle = power.idle_power(meter, cfg.meter, cfg.power.name)
             sampler = power.Sampler(meter, cfg.meter.rate_hz).start()
+            live.sampler = sampler
         try:
             timed = run_timed(loaded.model, loaded.tokenizer, prompts, out_len, warmup=cfg.warmup,
                               min_reps=cfg.min_reps, min_seconds=cfg.min_seconds, max_reps=cfg.max_reps,
@@ -107,6 +113,8 @@ def measure_cell(cfg: DictConfig, device: str, h: str) -> tuple[dict, list[dict]
             result["traceback"] = traceback.format_exc(limit=8)
         if result["status"] == "oom":
             models.release()
+    finally:
+        live.stop()
     result["cell_seconds"] = round(time.perf_counter() - cell_start, 3)
     result["provenance"] = provenance.provenance()
     return result, reps, tables
@@ -134,7 +142,8 @@ def describe(result: dict) -> str:
     return "  ".join(parts)
 
 
-def run_cell(cfg: DictConfig, device: str) -> str:
+def run_cell(cfg: DictConfig, device: str) -> tuple[str, bool]:
+    """Measure the cell unless a finished record exists. Returns its status and whether it was measured."""
     config = to_container(cfg)
     h = cell_hash(config, device)
     store = CellStore(cfg.traces_dir, cfg.study)
@@ -143,10 +152,10 @@ def run_cell(cfg: DictConfig, device: str) -> str:
     if done is not None:
         print(f"{name}: done already ({store.path(h)}), skipped; force=true re-runs it", flush=True)
         _log(cfg, store.path(h), config, done)  # backfills MLflow if a crash came between record and log
-        return done["status"]
+        return done["status"], False
     if not store.try_lock(h):
         print(f"{name}: another process holds {store.path(h)}.lock, skipped", flush=True)
-        return "busy"
+        return "busy", False
     try:
         mode = {"name": cfg.power.name, "status": "not set (power=none)"}
         if cfg.power.kind != "none":
@@ -158,7 +167,7 @@ def run_cell(cfg: DictConfig, device: str) -> str:
         store.unlock(h)
     print(f"{name}: {describe(result)} -> {path}", flush=True)
     _log(cfg, path, config, result)
-    return result["status"]
+    return result["status"], True
 
 
 def _log(cfg: DictConfig, path: Path, config: dict, result: dict) -> None:
@@ -179,9 +188,13 @@ def main(cfg: DictConfig) -> None:
         print(f"power={cfg.power.name} (dry run: nothing is changed or measured)")
         print("\n".join(f"  {i + 1}. {step}" for i, step in enumerate(plan)), flush=True)
         return
+    started = time.monotonic()
+    if multirun:
+        print(PROGRESS.header(HydraConfig.get().job.num, run_name(to_container(cfg))), flush=True)
     try:
         device = check_inputs(cfg)
-        status = run_cell(cfg, device)
+        status, measured = run_cell(cfg, device)
+        PROGRESS.cell_done(time.monotonic() - started, measured)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         if not multirun:
@@ -202,9 +215,10 @@ def _one_line(e: Exception) -> str:
     return "; ".join(dict.fromkeys(lines[:2]))
 
 
-def preflight(args: list[str]) -> None:
+def preflight(args: list[str]) -> int:
     """Compose and check the config for every value on the command line (each sweep value too) before
-    Hydra starts, so that bad input is one line, exit 2, and no cell of a sweep has run."""
+    Hydra starts, so that bad input is one line, exit 2, and no cell of a sweep has run. Returns the
+    number of cells the command line sweeps."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
@@ -223,6 +237,7 @@ def preflight(args: list[str]) -> None:
     except (HydraException, OmegaConfBaseException, ConfigError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr, flush=True)
         sys.exit(2)
+    return math.prod(len(c) for c in choices)
 
 
 SLOWEST_FIRST = ("power", "model", "quant", "meter", "workload")
@@ -239,8 +254,13 @@ def sweep_order(args: list[str]) -> list[str]:
 
 
 def cli() -> None:
+    if sys.argv[1:2] == ["--params"]:  # DVC's `cell` stage: the config DVC composed into params.yaml
+        if len(sys.argv) < 3 or not Path(sys.argv[2]).is_file():
+            print("error: --params needs a composed config file, e.g. --params params.yaml", file=sys.stderr)
+            sys.exit(2)
+        sys.argv[1:] = overrides_from_params(sys.argv[2]) + sys.argv[3:]
     if not any(a.startswith(("--help", "-h", "--cfg", "--info", "--hydra-help", "-c")) for a in sys.argv[1:]):
-        preflight(sys.argv[1:])
+        PROGRESS.total = preflight(sys.argv[1:])
         sys.argv[1:] = sweep_order(sys.argv[1:])
     main()
     if FAILED:

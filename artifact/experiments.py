@@ -1,0 +1,113 @@
+"""The paper's tables and figures as config: conf/experiment/<name>.yaml declares, for each profile
+(paper, gpu, smoke), the sweep that produces it; conf/profiles/<profile>.yaml holds the settings every
+experiment of that profile shares. This module turns the two into Hydra overrides for `artifact.run -m`."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .config import CONF_DIR, ConfigError
+
+EXPERIMENTS_DIR = CONF_DIR / "experiment"
+PROFILES_DIR = CONF_DIR / "profiles"
+PROFILES = ("paper", "gpu", "smoke")
+
+
+@dataclass
+class Plan:
+    name: str
+    study: str
+    profile: str
+    overrides: list[str]     # for `python -m artifact.run -m ...`
+    cells: int
+    skip: str | None = None  # why this profile does not run it
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+
+
+def load(name: str) -> dict:
+    path = EXPERIMENTS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"experiment {name!r} does not exist; use one of: {', '.join(names())}")
+    exp = yaml.safe_load(path.read_text())
+    missing = [p for p in PROFILES if p not in exp.get("profiles", {})]
+    if "study" not in exp or missing or not ("figure" in exp or "table" in exp):
+        raise ConfigError(f"{path}: needs study, figure or table, and profiles {', '.join(PROFILES)} "
+                          f"(missing: {', '.join(missing) or 'study/figure/table'})")
+    return {"name": name, **exp}
+
+
+def profile_settings(profile: str) -> dict:
+    if profile not in PROFILES:
+        raise ConfigError(f"profile={profile!r} is not allowed; use auto or one of: {', '.join(PROFILES)}")
+    return yaml.safe_load((PROFILES_DIR / f"{profile}.yaml").read_text())
+
+
+def _value(v) -> str:
+    if isinstance(v, list):
+        return ",".join(_value(x) for x in v)
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return str(v).lower()
+    return str(v)
+
+
+def plan(name: str, profile: str) -> Plan:
+    exp = load(name)
+    entry = exp["profiles"][profile] or {}
+    if "skip" in entry:
+        return Plan(name, exp["study"], profile, [], 0, skip=entry["skip"])
+    settings = {**profile_settings(profile)["defaults"], **entry}
+    overrides = [f"study={exp['study']}", f"profile={profile}"]
+    overrides += [f"{k}={_value(v)}" for k, v in settings.items()]
+    cells = math.prod(len(v) for v in settings.values() if isinstance(v, list))
+    return Plan(name, exp["study"], profile, overrides, cells)
+
+
+def detect_profile() -> tuple[str, str]:
+    """paper on a Jetson, gpu where CUDA is visible, else smoke; with the reason, to be printed."""
+    tegra = Path("/etc/nv_tegra_release")
+    model = Path("/proc/device-tree/model")
+    board = model.read_text(errors="replace").strip("\x00 \n") if model.is_file() else ""
+    if tegra.is_file() or "jetson" in board.lower() or "orin" in board.lower():
+        return "paper", f"a Jetson ({board or tegra})"
+    import torch
+    if torch.cuda.is_available():
+        return "gpu", f"a CUDA GPU ({torch.cuda.get_device_name(0)}) and no Jetson"
+    return "smoke", f"no CUDA GPU and not a Jetson ({os.cpu_count()} CPU cores)"
+
+
+def resolve_profile(requested: str) -> tuple[str, str]:
+    if requested == "auto":
+        return detect_profile()
+    profile_settings(requested)  # checks the name
+    return requested, "chosen on the command line"
+
+
+def set_profile(requested: str, params: Path = Path("params.yaml")) -> None:
+    """Point the DVC pipeline at a profile: the `profile:` line of params.yaml (what `dvc exp run -S
+    profile=...` would write), so that a change of profile re-runs the experiment stages."""
+    import re
+    if requested != "auto":
+        profile_settings(requested)
+    text = params.read_text()
+    params.write_text(re.sub(r"(?m)^profile: .*$", f"profile: {requested}", text))
+    chosen, why = resolve_profile(requested)
+    print(f"profile {chosen} ({why})" if requested == "auto" else f"profile {chosen} (chosen)", flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:2] != ["--set-profile"] or len(sys.argv) != 3:
+        sys.exit("usage: python -m artifact.experiments --set-profile auto|paper|gpu|smoke")
+    try:
+        set_profile(sys.argv[2])
+    except ConfigError as e:
+        sys.exit(f"error: {e}")

@@ -1,0 +1,183 @@
+"""The paper's claims (paper/claims.yaml) checked against the results table: PASS, FAIL or NOT APPLICABLE,
+with the measured value beside the paper's. Absolute Orin numbers are checked only on records taken on a
+Jetson; trends are checked on any hardware that produced the cells they read."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import yaml
+
+PASS, FAIL, NA = "PASS", "FAIL", "NOT APPLICABLE"
+# Settings that must be equal for two cells to be compared (all but the one the claim varies).
+MATCH = ("model", "weights", "quant", "workload", "power_mode", "batch_size", "seq_len", "profile", "host_kind")
+
+
+def load(path: Path) -> list[dict]:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def _where(rows: list[dict], study: str, where: dict | None) -> list[dict]:
+    return [r for r in rows if r["study"] == study and all(r.get(k) == v for k, v in (where or {}).items())]
+
+
+def _pairs(rows: list[dict], vary: str, a, b) -> list[tuple[dict, dict]]:
+    """(row with vary=a, row with vary=b) for cells equal in everything else, both measured."""
+    groups: dict[tuple, dict] = {}
+    for r in rows:
+        if r["status"] == "ok" and r[vary] in (a, b):
+            groups.setdefault(tuple(r[k] for k in MATCH if k != vary), {})[r[vary]] = r
+    return [(g[a], g[b]) for g in groups.values() if a in g and b in g]
+
+
+def _name(r: dict, *keys) -> str:
+    return "/".join(str(r[k]) for k in keys)
+
+
+def _missing(metric: str) -> str:
+    if metric.startswith(("power", "energy")):
+        return f"{metric} is absent: no power sensor (or invalid power coverage) on the host that ran these cells"
+    return f"{metric} is absent in these cells"
+
+
+def falls_with(c: dict, rows: list[dict]) -> tuple[str, str]:
+    x, metric = c["x"], c["metric"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["status"] == "ok" and r.get(metric) is not None:
+            groups.setdefault(tuple(r[k] for k in MATCH if k != x), []).append(r)
+    out, ok = [], True
+    for rs in groups.values():
+        if len({r[x] for r in rs}) < 2:
+            continue
+        rs = sorted(rs, key=lambda r: r[x])
+        first, last = rs[0], rs[-1]
+        ok &= last[metric] < first[metric]
+        out.append(f"{_name(first, 'model', 'quant', 'workload')} bs{first['batch_size']}: {first[metric]:.4g} -> "
+                   f"{last[metric]:.4g} ({x} {first[x]} -> {last[x]})")
+    if not out:
+        return NA, f"no series with two or more {x} values"
+    return (PASS if ok else FAIL), "; ".join(out)
+
+
+def change(c: dict, rows: list[dict]) -> tuple[str, str]:
+    pairs = _pairs(rows, c["vary"], c["a"], c["b"])
+    if not pairs:
+        return NA, f"no pair of cells {c['vary']}={c['a']} / {c['b']} measured alike"
+    out, ok = [], True
+    for ra, rb in pairs:
+        for metric, expect in c["expect"].items():
+            if ra.get(metric) is None or rb.get(metric) is None:
+                return NA, _missing(metric)
+            rel = ra[metric] / rb[metric] - 1
+            ok &= abs(rel - expect) <= c["tolerance"]
+            out.append(f"{ra['model']} {metric} {rel:+.0%} (paper {expect:+.0%})")
+    return (PASS if ok else FAIL), "; ".join(out)
+
+
+def _ordered(c: dict, rows: list[dict], greater: bool) -> tuple[str, str]:
+    metric = c["metric"]
+    a_values = c["a"] if isinstance(c["a"], list) else [c["a"]]
+    if c.get("models") == "smallest":
+        sized = [r for r in rows if r.get("params")]
+        if sized:
+            smallest = min(sized, key=lambda r: r["params"])["model"]
+            rows = [r for r in rows if r["model"] == smallest]
+    out, ok, seen = [], True, False
+    for a in a_values:
+        for ra, rb in _pairs(rows, c["vary"], a, c["b"]):
+            if ra.get(metric) is None or rb.get(metric) is None:
+                return NA, _missing(metric)
+            seen = True
+            holds = ra[metric] > rb[metric] if greater else ra[metric] < rb[metric]
+            ok &= holds
+            out.append(f"{ra['model']} bs{ra['batch_size']} sl{ra['seq_len']}: {a} {ra[metric]:.4g} vs "
+                       f"{c['b']} {rb[metric]:.4g} {metric}")
+    if not seen:
+        return NA, f"no pair of cells {c['vary']}={'/'.join(a_values)} vs {c['b']} measured alike"
+    return (PASS if ok else FAIL), "; ".join(out)
+
+
+def greater(c, rows):
+    return _ordered(c, rows, True)
+
+
+def less(c, rows):
+    return _ordered(c, rows, False)
+
+
+def values(c: dict, rows: list[dict]) -> tuple[str, str]:
+    out, ok = [], True
+    for point in c["expect"]:
+        where = {k: v for k, v in point.items() if k in MATCH}
+        match = [r for r in rows if r["status"] == "ok" and all(r[k] == v for k, v in where.items())]
+        if not match:
+            return NA, f"no measured cell with {where}"
+        r = match[0]
+        for metric, paper in point.items():
+            if metric in MATCH:
+                continue
+            ok &= abs(r[metric] / paper - 1) <= c["tolerance"]
+            out.append(f"{where}: {metric} {r[metric]:.4g} (paper {paper})")
+    return (PASS if ok else FAIL), "; ".join(out)
+
+
+def oom_caps_batch(c: dict, rows: list[dict]) -> tuple[str, str]:
+    """Where a batch ran out of memory, no larger batch of the same model and precision fit."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in MATCH if k != "batch_size"), []).append(r)
+    out, ok = [], True
+    for rs in groups.values():
+        oom = [r["batch_size"] for r in rs if r["status"] == "oom"]
+        if not oom:
+            continue
+        fits = [r["batch_size"] for r in rs if r["status"] == "ok"]
+        ok &= not any(b > min(oom) for b in fits)
+        out.append(f"{_name(rs[0], 'model', 'quant')} sl{rs[0]['seq_len']}: fits up to bs {max(fits, default='none')}, "
+                   f"OOM from bs {min(oom)}")
+    if not out:
+        tried = max((r["batch_size"] for r in rows), default=None)
+        return NA, f"no cell ran out of memory (batches up to {tried} fit): memory never capped the batch on this host"
+    return (PASS if ok else FAIL), "; ".join(out)
+
+
+KINDS = {"falls_with": falls_with, "change": change, "greater": greater, "less": less, "values": values,
+         "oom_caps_batch": oom_caps_batch}
+
+
+def evaluate(claims: list[dict], rows: list[dict]) -> list[dict]:
+    table = []
+    for claim in claims:
+        c = claim["check"]
+        selected = _where(rows, c["study"], c.get("where"))
+        hosts = sorted({r["host_kind"] for r in selected}) or ["none"]
+        if claim["applies_to"] == "orin":
+            selected = [r for r in selected if r["host_kind"] == "jetson"]
+        if not selected:
+            verdict, measured = NA, (f"absolute Jetson Orin numbers; the {c['study']} records here come from: "
+                                     f"{', '.join(hosts)}" if claim["applies_to"] == "orin"
+                                     else f"no records of study {c['study']} match {c.get('where') or 'it'}")
+        else:
+            verdict, measured = KINDS[c["kind"]](c, selected)
+        table.append({"id": claim["id"], "claim": claim["claim"], "applies_to": claim["applies_to"],
+                      "verdict": verdict, "measured": measured, "paper": claim["paper"]})
+    return table
+
+
+def write(table: list[dict], out_dir: Path, caption: str) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fields = ["id", "verdict", "claim", "paper", "measured", "applies_to"]
+    with open(out_dir / "claims.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows({k: t[k] for k in fields} for t in table)
+    md = ["# Claims check", "", f"*{caption}*", "", "| id | verdict | claim | paper | measured here |", "|---|---|---|---|---|"]
+    md += [f"| {t['id']} | **{t['verdict']}** | {t['claim']} | {t['paper']} | {t['measured']} |" for t in table]
+    (out_dir / "claims.md").write_text("\n".join(md) + "\n")
+    return [out_dir / "claims.csv", out_dir / "claims.md"]
+
+
+def render(table: list[dict]) -> str:
+    return "\n".join(f"{t['id']:<4} {t['verdict']:<15} {t['claim']}\n{'':<20}measured: {t['measured']}\n"
+                     f"{'':<20}paper:    {t['paper']}" for t in table)

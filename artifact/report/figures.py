@@ -1,0 +1,169 @@
+"""Figures from the results table, drawn the way a systems paper draws them: labelled axes with units,
+one series per varying setting, error bars from the repetitions (one standard deviation), out-of-memory
+cells marked, and a caption line naming the profile, the hardware and the date. Every figure has a CSV
+beside it with exactly the points drawn, so tests (and readers) can check the data, not the pixels."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+LABELS = {
+    "latency_median_s": "Latency per batch (s)",
+    "throughput_median_tok_s": "Token throughput $T_P$ (tok/s)",
+    "weights_mib": "Weight memory (MiB)",
+    "mem_peak_mib": "Peak memory increase (MiB)",
+    "power_median_w": "Median power (W)",
+    "energy_per_token_j": "Energy per token (J)",
+    "energy_j": "Energy per inference (J)",
+    "batch_size": "Batch size",
+    "seq_len": "Sequence length (input + output tokens)",
+    "model": "Model", "quant": "Precision", "power_mode": "Power mode",
+}
+ERRORS = {"latency_median_s": "latency_std_s", "throughput_median_tok_s": "throughput_std_tok_s"}
+SERIES_KEYS = ("model", "weights", "quant", "workload", "power_mode", "batch_size", "seq_len")
+QUANT_ORDER = ["fp32", "fp16", "bf16", "int8", "int4", "int4-fp4", "gptq-int4"]
+DATA_FIELDS = ["panel", "series", "x", "value", "error", "status", "record"]
+
+
+def _key(name: str) -> str:
+    return "power_mode" if name == "power" else name
+
+
+def varying(rows: list[dict], exclude: tuple = ()) -> list[str]:
+    return [k for k in SERIES_KEYS if k not in exclude and len({r[k] for r in rows}) > 1]
+
+
+def series_label(row: dict, keys: list[str]) -> str:
+    return ", ".join(f"{k}={row[k]}" if k in ("batch_size", "seq_len") else str(row[k]) for k in keys) or "all"
+
+
+def _order(values: list, key: str) -> list:
+    if key == "quant":
+        return sorted(values, key=lambda v: QUANT_ORDER.index(v) if v in QUANT_ORDER else len(QUANT_ORDER))
+    return sorted(values, key=lambda v: (isinstance(v, str), v))
+
+
+def _no_data(ax, panel: str, rows: list[dict]) -> None:
+    if panel.startswith(("power", "energy")):
+        reasons = {r["power_status"] for r in rows if r["status"] == "ok"}
+        text = "no power sensor on this host" if reasons <= {"no sensor"} else f"power: {', '.join(sorted(reasons))}"
+    else:
+        text = "no data"
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
+
+
+def lines(spec: dict, rows: list[dict], axes) -> list[dict]:
+    x = _key(spec["x"])
+    keys = varying(rows, exclude=(x,))
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(series_label(r, keys), []).append(r)
+    data = []
+    for ax, panel in zip(axes, spec["panels"]):
+        drawn = False
+        for i, (label, rs) in enumerate(sorted(groups.items())):
+            rs = sorted(rs, key=lambda r: r[x])
+            ok = [r for r in rs if r["status"] == "ok" and r.get(panel) is not None]
+            color = f"C{i % 10}"
+            if ok:
+                err = [r.get(ERRORS.get(panel, ""), None) or 0.0 for r in ok]
+                ax.errorbar([r[x] for r in ok], [r[panel] for r in ok], yerr=err if panel in ERRORS else None,
+                            marker="o", ms=4, capsize=3, color=color, label=label)
+                drawn = True
+            for r in rs:
+                if r["status"] == "oom":
+                    ax.plot(r[x], 0.97, marker="x", ms=8, mew=2, color=color, transform=ax.get_xaxis_transform(),
+                            clip_on=False, label=None)
+                    ax.annotate("OOM", (r[x], 0.97), xycoords=("data", "axes fraction"), textcoords="offset points",
+                                xytext=(0, -12), ha="center", fontsize=7, color=color)
+            for r in rs:
+                data.append({"panel": panel, "series": label, "x": r[x], "value": r.get(panel) if r["status"] == "ok" else None,
+                             "error": r.get(ERRORS.get(panel, "")) if r["status"] == "ok" else None,
+                             "status": r["status"], "record": r["record"]})
+        if not drawn:
+            _no_data(ax, panel, rows)
+        if spec.get("log2_x"):
+            ax.set_xscale("log", base=2)
+            ticks = sorted({r[x] for r in rows})
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.set_xlabel(LABELS.get(x, x))
+        ax.set_ylabel(LABELS.get(panel, panel))
+        ax.grid(True, alpha=0.3)
+    if groups and any(ax.get_legend_handles_labels()[0] for ax in axes):
+        axes[0].legend(fontsize=7, title=", ".join(keys) or None, title_fontsize=7)
+    return data
+
+
+def bars(spec: dict, rows: list[dict], axes) -> list[dict]:
+    x, series = _key(spec["x"]), _key(spec["series"])
+    keys = varying(rows, exclude=(x, series))
+    cats = _order(list({r[x] for r in rows}), x)
+    sers = _order(list({r[series] for r in rows}), series)
+    width = 0.8 / max(1, len(sers))
+    data = []
+    for ax, panel in zip(axes, spec["panels"]):
+        drawn = False
+        for j, s in enumerate(sers):
+            for i, c in enumerate(cats):
+                rs = [r for r in rows if r[x] == c and r[series] == s]
+                for r in rs:
+                    label = series_label(r, [series] + keys)
+                    pos = i - 0.4 + width * (j + 0.5)
+                    value = r.get(panel) if r["status"] == "ok" else None
+                    if value is not None:
+                        ax.bar(pos, value, width, yerr=r.get(ERRORS.get(panel, "")) if panel in ERRORS else None,
+                               capsize=2, color=f"C{j % 10}", label=s if i == 0 else None)
+                        drawn = True
+                    elif r["status"] == "oom":
+                        ax.text(pos, 0, "OOM", rotation=90, ha="center", va="bottom", fontsize=7, color=f"C{j % 10}")
+                    data.append({"panel": panel, "series": label, "x": c, "value": value,
+                                 "error": r.get(ERRORS.get(panel, "")) if value is not None else None,
+                                 "status": r["status"], "record": r["record"]})
+        if not drawn:
+            _no_data(ax, panel, rows)
+        ax.set_xticks(range(len(cats)), [str(c) for c in cats], rotation=20 if len(cats) > 3 else 0, fontsize=8)
+        ax.set_xlabel(LABELS.get(x, x))
+        ax.set_ylabel(LABELS.get(panel, panel))
+        ax.grid(True, axis="y", alpha=0.3)
+        if drawn and panel == spec["panels"][0]:
+            ax.legend(fontsize=7, title=LABELS.get(series, series), title_fontsize=7)
+    return data
+
+
+KINDS = {"lines": lines, "bars": bars}
+
+
+def draw(exp: dict, rows: list[dict], caption: str, out_dir: Path) -> list[Path]:
+    """Draw one experiment's figure as PDF + PNG, with its data CSV. Returns the files written."""
+    spec = exp["figure"]
+    n = len(spec["panels"])
+    cols = min(n, 3)
+    nrows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.3 * nrows + 0.5), squeeze=False)
+    flat = list(axes.flat)
+    data = KINDS[spec["kind"]](spec, rows, flat[:n])
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    fig.suptitle(exp["title"], fontsize=11)
+    fig.text(0.01, 0.005, caption, fontsize=7, color="0.3", ha="left", va="bottom")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = out_dir / exp["name"]
+    written = []
+    for ext in ("pdf", "png"):
+        path = base.with_suffix(f".{ext}")
+        fig.savefig(path, dpi=150, metadata={"CreationDate": None} if ext == "pdf" else {"Software": None})
+        written.append(path)
+    plt.close(fig)
+    with open(base.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=DATA_FIELDS)
+        w.writeheader()
+        for d in data:
+            w.writerow({k: "" if d[k] is None else (f"{d[k]:.6g}" if isinstance(d[k], float) else d[k]) for k in DATA_FIELDS})
+    written.append(base.with_suffix(".csv"))
+    return written

@@ -1,0 +1,133 @@
+"""Records -> one results table: one row per cell, every metric with its unit in the column name.
+Everything the figures, tables and claim checks show is a column of this table, so each number traces
+back to a record (the `record` column) and the report never re-measures."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import yaml
+
+MIB = 2 ** 20
+# (column, meaning). The unit is the name's suffix: _s seconds, _tok_s tokens per second, _mib MiB,
+# _w watts, _j joules; perplexity has none.
+COLUMNS = [
+    ("study", "experiment study (traces/<study>/)"), ("profile", "paper | gpu | smoke"),
+    ("model", "model config name"), ("params", "parameter count"), ("weights", "real | synthetic"),
+    ("quant", "precision"), ("workload", "prompt corpus"), ("batch_size", "prompts per batch"),
+    ("seq_len", "input + output tokens"), ("in_len", "input tokens"), ("out_len", "generated tokens"),
+    ("power_mode", "power mode"), ("meter", "power meter"), ("device", "cpu | cuda"),
+    ("host_kind", "jetson | cuda | cpu: which of the paper's numbers apply"), ("hardware", "CPU or GPU name"),
+    ("date", "start of the cell"), ("status", "ok | oom | error"), ("message", "error text"),
+    ("reps", "timed repetitions"),
+    ("latency_median_s", ""), ("latency_mean_s", ""), ("latency_std_s", ""), ("latency_p90_s", ""),
+    ("latency_min_s", ""), ("latency_max_s", ""),
+    ("throughput_median_tok_s", "paper's T_P = batch x (in + out) / latency"), ("throughput_std_tok_s", ""),
+    ("ttft_median_s", "time to first token (prefill)"), ("decode_median_tok_s", "generated tokens / decode time"),
+    ("per_token_median_s", "decode time per generated step"),
+    ("mem_peak_mib", "incremental peak memory over the pre-run baseline"),
+    ("weights_mib", "weight footprint as loaded"),
+    ("perplexity", "WikiText-2 test perplexity"), ("ppl_tokens", "tokens scored"),
+    ("power_status", "ok | no sensor | invalid"), ("power_median_w", "median power in the timed window"),
+    ("power_mean_w", ""), ("idle_power_w", "median idle power before the cell's mode"),
+    ("energy_j", "energy per inference (one batch), median over repetitions"),
+    ("energy_per_token_j", "timed energy / (in + out tokens)"), ("net_energy_per_token_j", "minus idle power"),
+    ("cell_hash", "cell identity"), ("record", "the record folder"),
+]
+NAMES = [c for c, _ in COLUMNS]
+NUMERIC = {c for c in NAMES if c.endswith(("_s", "_mib", "_w", "_j")) or c in
+           ("params", "batch_size", "seq_len", "in_len", "out_len", "reps", "perplexity", "ppl_tokens")}
+
+
+def _get(d: dict, *path, default=None):
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return default
+        d = d[key]
+    return d
+
+
+def row_from_record(folder: Path) -> dict:
+    result = json.loads((folder / "result.json").read_text())
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    m, prov, p = result.get("metrics", {}), result.get("provenance", {}), result.get("power", {})
+    stat = lambda metric, s: _get(m, metric, s)  # noqa: E731
+    mem = _get(result, "memory", "incremental_peak_bytes")
+    weights = _get(result, "model", "weight_bytes")
+    row = {
+        "study": config["study"], "profile": config.get("profile", ""), "model": config["model"]["name"],
+        "params": config["model"].get("params") or _get(result, "model", "params"),  # packed 4-bit weights count less "weights": config["model"]["weights"],
+        "quant": config["quant"]["name"], "workload": config["workload"]["name"],
+        "batch_size": config["batch_size"], "seq_len": config["seq_len"],
+        "in_len": _get(result, "tokens", "in_len"), "out_len": _get(result, "tokens", "out_len"),
+        "power_mode": config["power"]["name"], "meter": config["meter"]["name"], "device": result.get("device"),
+        "host_kind": "jetson" if prov.get("l4t_release") else str(result.get("device", "")).split(":")[0],
+        "hardware": (prov.get("gpu_name") if str(result.get("device", "")).startswith("cuda") else None)
+        or prov.get("cpu_model"),
+        "date": result.get("started_at"), "status": result["status"], "message": result.get("message", ""),
+        "reps": stat("latency_s", "n"),
+        "latency_median_s": stat("latency_s", "median"), "latency_mean_s": stat("latency_s", "mean"),
+        "latency_std_s": stat("latency_s", "std"), "latency_p90_s": stat("latency_s", "p90"),
+        "latency_min_s": stat("latency_s", "min"), "latency_max_s": stat("latency_s", "max"),
+        "throughput_median_tok_s": stat("token_throughput_tps", "median"),
+        "throughput_std_tok_s": stat("token_throughput_tps", "std"),
+        "ttft_median_s": stat("ttft_s", "median"), "decode_median_tok_s": stat("decode_tps", "median"),
+        "per_token_median_s": stat("per_token_latency_s", "median"),
+        "mem_peak_mib": mem / MIB if mem is not None else None,
+        "weights_mib": weights / MIB if weights is not None else None,
+        "perplexity": _get(result, "perplexity", "perplexity"), "ppl_tokens": _get(result, "perplexity", "scored_tokens"),
+        "power_status": p.get("status", "no sensor"),
+        "power_median_w": _get(p, "timed", "power_w", "median"), "power_mean_w": _get(p, "timed", "power_w", "mean"),
+        "idle_power_w": _get(p, "idle", "power_w", "median"),
+        "energy_j": _get(p, "energy", "per_rep_j_median"), "energy_per_token_j": _get(p, "energy", "per_token_j"),
+        "net_energy_per_token_j": _get(p, "energy", "net_per_token_j"),
+        "cell_hash": result["cell_hash"], "record": str(folder),
+    }
+    return row
+
+
+def collect(traces_dir: str | Path) -> list[dict]:
+    """One row per finished or failed record under traces/<study>/<hash>/, sorted for stable output."""
+    rows = [row_from_record(r.parent) for r in sorted(Path(traces_dir).glob("*/*/result.json"))]
+    return sorted(rows, key=lambda r: (r["study"], r["model"], r["quant"], r["power_mode"], r["workload"],
+                                       r["batch_size"], r["seq_len"], r["date"] or ""))
+
+
+def _cell(v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=NAMES)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _cell(r.get(k)) for k in NAMES})
+    tmp.replace(path)
+
+
+def read_csv(path: Path) -> list[dict]:
+    """The results table back as typed rows (empty cells -> None: absent, never zero)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for r in rows:
+        typed = {}
+        for k, v in r.items():
+            if v == "":
+                typed[k] = None
+            elif k in NUMERIC:
+                x = float(v)
+                typed[k] = int(x) if k in ("params", "batch_size", "seq_len", "in_len", "out_len", "reps", "ppl_tokens") else x
+            else:
+                typed[k] = v
+        out.append(typed)
+    return out

@@ -1,0 +1,103 @@
+"""Tables from the results table, each written as Markdown, LaTeX and CSV."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from ..config import CONF_DIR, load_group
+from .figures import QUANT_ORDER, _order
+
+
+def _fmt(v, digits: int = 4) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if abs(v) < 10 ** digits else f"{v:.0f}"
+    return str(v)
+
+
+def models(spec: dict, rows: list[dict]) -> tuple[list[str], list[list]]:
+    """Per model and precision: parameters, weight memory as loaded, and the largest batch that fits at
+    the study's sequence length (bounded by the smallest batch that ran out of memory)."""
+    head = ["model", "params (B)", "precision", "weights (MiB)", "largest batch that fits", "smallest OOM batch",
+            "batches tried", "seq_len"]
+    body = []
+    keys = sorted({(r["model"], r["quant"]) for r in rows},
+                  key=lambda k: (k[0], QUANT_ORDER.index(k[1]) if k[1] in QUANT_ORDER else 99))
+    for model, quant in keys:
+        rs = [r for r in rows if r["model"] == model and r["quant"] == quant]
+        ok = [r for r in rs if r["status"] == "ok"]
+        oom = [r["batch_size"] for r in rs if r["status"] == "oom"]
+        weights = next((r["weights_mib"] for r in ok if r.get("weights_mib") is not None), None)
+        params = next((r["params"] for r in rs if r.get("params")), None)
+        fits = max((r["batch_size"] for r in ok), default=None)
+        body.append([model, _fmt(params / 1e9 if params else None, 3), quant, _fmt(weights),
+                     fits if fits is not None else "none", min(oom) if oom else "no OOM",
+                     ",".join(str(b) for b in sorted({r["batch_size"] for r in rs})),
+                     ",".join(str(s) for s in sorted({r["seq_len"] for r in rs}))])
+    return head, body
+
+
+def pivot(spec: dict, rows: list[dict]) -> tuple[list[str], list[list]]:
+    rk, ck, vk = spec["rows"], spec["columns"], spec["value"]
+    cols = _order(list({r[ck] for r in rows}), ck)
+    head = [rk] + [str(c) for c in cols]
+    body = []
+    for rv in sorted({r[rk] for r in rows}):
+        line = [rv]
+        for c in cols:
+            vals = [r[vk] for r in rows if r[rk] == rv and r[ck] == c and r["status"] == "ok" and r.get(vk) is not None]
+            oom = any(r["status"] == "oom" for r in rows if r[rk] == rv and r[ck] == c)
+            line.append(_fmt(vals[0]) if vals else ("OOM" if oom else "–"))
+        body.append(line)
+    return head, body
+
+
+def power_modes(spec: dict, rows: list[dict]) -> tuple[list[str], list[list]]:
+    """The configured modes (conf/power) and, where a Jetson ran them, what was measured there."""
+    head = ["mode", "nvpmodel name", "CPU cores", "CPU max (MHz)", "GPU max (MHz)", "EMC max (MHz)", "clocks",
+            "idle power (W)", "median power under load (W)", "latency (s)"]
+    body = []
+    for name in spec["modes"]:
+        p = load_group("power", name)
+        text = (CONF_DIR / "power" / f"{name}.yaml").read_text()
+        e = p.expect
+        mhz = lambda v, scale: _fmt(v / scale, 5) if v else "stock"  # noqa: E731
+        measured = [r for r in rows if r["power_mode"] == name and r["status"] == "ok"]
+        m = measured[0] if measured else {}
+        body.append([name, p.nvpmodel_name or "–", e.get("cpu_cores_online") or "stock", mhz(e.get("cpu_max_khz"), 1e3),
+                     mhz(e.get("gpu_max_hz"), 1e6), mhz(e.get("emc_max_hz"), 1e6),
+                     "assumed" if "ASSUMPTION" in text else "stock",
+                     _fmt(m.get("idle_power_w")) if m else "not measured",
+                     _fmt(m.get("power_median_w")) if m else "not measured",
+                     _fmt(m.get("latency_median_s")) if m else "not measured"])
+    return head, body
+
+
+KINDS = {"models": models, "pivot": pivot, "power_modes": power_modes}
+
+
+def _latex_escape(s: str) -> str:
+    return str(s).replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&") \
+        .replace("#", "\\#").replace("–", "--")
+
+
+def write(exp: dict, rows: list[dict], caption: str, out_dir: Path) -> list[Path]:
+    head, body = KINDS[exp["table"]["kind"]](exp["table"], rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = out_dir / exp["name"]
+    md = [f"**{exp['title']}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    md += ["| " + " | ".join(str(c) for c in line) + " |" for line in body]
+    md += ["", f"*{caption}*", ""]
+    base.with_suffix(".md").write_text("\n".join(md))
+    tex = ["\\begin{table}[t]", "\\centering\\small", "\\begin{tabular}{" + "l" * len(head) + "}", "\\toprule",
+           " & ".join(_latex_escape(h) for h in head) + " \\\\", "\\midrule"]
+    tex += [" & ".join(_latex_escape(c) for c in line) + " \\\\" for line in body]
+    tex += ["\\bottomrule", "\\end{tabular}", f"\\caption{{{_latex_escape(exp['title'])}. {_latex_escape(caption)}}}",
+            f"\\label{{tab:{exp['name']}}}", "\\end{table}", ""]
+    base.with_suffix(".tex").write_text("\n".join(tex))
+    with open(base.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(head)
+        w.writerows(body)
+    return [base.with_suffix(s) for s in (".md", ".tex", ".csv")]

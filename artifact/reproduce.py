@@ -1,0 +1,89 @@
+"""`python -m artifact.reproduce`: run the experiments of a profile, then build every table and figure
+and check the paper's claims. `make reproduce` and the DVC stages call it.
+
+    python -m artifact.reproduce                      # profile from the hardware, every experiment, report
+    python -m artifact.reproduce --profile gpu        # a chosen profile
+    python -m artifact.reproduce --no-report batch_sweep   # one experiment (what a DVC stage runs)
+    python -m artifact.reproduce --list               # what each experiment would run, nothing measured
+
+Each experiment is one `python -m artifact.run -m ...` sweep in a subprocess, so a finished cell is on disk
+before the next starts: Ctrl-C or a crash loses nothing, and running the same command again resumes."""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import experiments
+from .config import ConfigError
+
+
+def write_plan(traces_dir: Path, p: experiments.Plan, **extra) -> None:
+    """traces/<study>/PLAN.json: what this profile runs for the study (or why it skips it); it also makes
+    the folder exist, which DVC needs of a stage's output even when the profile skips the experiment."""
+    folder = traces_dir / p.study
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = {"experiment": p.name, "profile": p.profile, "cells": p.cells, "skip": p.skip,
+           "command": ["python", "-m", "artifact.run", "-m", *p.overrides] if not p.skip else None, **extra}
+    tmp = folder / ".PLAN.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(folder / "PLAN.json")
+
+
+def run_experiment(p: experiments.Plan, extra: list[str], traces_dir: Path) -> int:
+    write_plan(traces_dir, p)
+    if p.skip:
+        print(f"  skipped in profile {p.profile}: {p.skip}", flush=True)
+        return 0
+    cmd = [sys.executable, "-m", "artifact.run", "-m", *p.overrides, *extra]
+    return subprocess.call(cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m artifact.reproduce", description=__doc__.split("\n\n")[0])
+    ap.add_argument("experiments", nargs="*", help=f"default: all ({', '.join(experiments.names())})")
+    ap.add_argument("--profile", default="auto", help="auto (from the hardware) | paper | gpu | smoke")
+    ap.add_argument("--no-report", action="store_true", help="run the experiments only")
+    ap.add_argument("--list", action="store_true", help="print each experiment's command; run nothing")
+    ap.add_argument("--traces-dir", default="traces")
+    ap.add_argument("overrides", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    args, extra = ap.parse_known_args(argv)
+    extra += args.overrides
+    try:
+        profile, why = experiments.resolve_profile(args.profile)
+        names = args.experiments or experiments.names()
+        plans = [experiments.plan(n, profile) for n in names]
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"profile {profile}: {why}; {experiments.profile_settings(profile)['description']}", flush=True)
+    if args.list:
+        for p in plans:
+            what = f"skipped: {p.skip}" if p.skip else f"{p.cells} cells: python -m artifact.run -m {' '.join(p.overrides)}"
+            print(f"{p.name}: {what}")
+        return 0
+    started = time.monotonic()
+    failed = []
+    try:
+        for i, p in enumerate(plans):
+            print(f"\n[experiment {i + 1}/{len(plans)}] {p.name} (study {p.study}, {p.cells} cells)", flush=True)
+            rc = run_experiment(p, [a for a in extra if a != "--"], Path(args.traces_dir))
+            if rc:
+                failed.append(f"{p.name} (exit {rc})")
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished cells are kept; the same command resumes", file=sys.stderr)
+        return 130
+    minutes = (time.monotonic() - started) / 60
+    print(f"\nexperiments done in {minutes:.1f} min" + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
+    if not args.no_report:
+        from .report.__main__ import main as report_main
+        rc = report_main(["--traces-dir", args.traces_dir])
+        failed += ["report"] if rc else []
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
