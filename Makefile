@@ -66,6 +66,7 @@ ui: $(STAMP)
 data: $(STAMP)
 	$(BIN)/pip install -q ".[data]"
 	$(BIN)/python -m artifact.data
+	@if [ -d data/wikitext-2-raw-v1 ]; then $(DVC) commit -f -q data.dvc; fi
 
 clean:
 	rm -rf .hydra-runs .pytest_cache

@@ -59,12 +59,19 @@ def _value(v) -> str:
     return str(v)
 
 
-def plan(name: str, profile: str) -> Plan:
+def plan(name: str, profile: str, extra: list[str] | tuple = ()) -> Plan:
+    """The sweep of one experiment in one profile. `extra` are `key=value` overrides from the command line;
+    each replaces the experiment's own value for that key (a comma list sweeps)."""
     exp = load(name)
     entry = exp["profiles"][profile] or {}
     if "skip" in entry:
         return Plan(name, exp["study"], profile, [], 0, skip=entry["skip"])
     settings = {**profile_settings(profile)["defaults"], **entry}
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep or key in ("study", "profile"):
+            raise ConfigError(f"{item!r} is not allowed here; give key=value overrides (not study or profile)")
+        settings[key] = value.split(",") if "," in value and not value.startswith("[") else value
     overrides = [f"study={exp['study']}", f"profile={profile}"]
     overrides += [f"{k}={_value(v)}" for k, v in settings.items()]
     cells = math.prod(len(v) for v in settings.values() if isinstance(v, list))

@@ -5,6 +5,7 @@ and check the paper's claims. `make reproduce` and the DVC stages call it.
     python -m artifact.reproduce --profile gpu        # a chosen profile
     python -m artifact.reproduce --no-report batch_sweep   # one experiment (what a DVC stage runs)
     python -m artifact.reproduce --list               # what each experiment would run, nothing measured
+    python -m artifact.reproduce -- min_seconds=1     # key=value after -- replaces an experiment's setting
 
 Each experiment is one `python -m artifact.run -m ...` sweep in a subprocess, so a finished cell is on disk
 before the next starts: Ctrl-C or a crash loses nothing, and running the same command again resumes."""
@@ -33,12 +34,12 @@ def write_plan(traces_dir: Path, p: experiments.Plan, **extra) -> None:
     tmp.replace(folder / "PLAN.json")
 
 
-def run_experiment(p: experiments.Plan, extra: list[str], traces_dir: Path) -> int:
+def run_experiment(p: experiments.Plan, traces_dir: Path) -> int:
     write_plan(traces_dir, p)
     if p.skip:
         print(f"  skipped in profile {p.profile}: {p.skip}", flush=True)
         return 0
-    cmd = [sys.executable, "-m", "artifact.run", "-m", *p.overrides, *extra]
+    cmd = [sys.executable, "-m", "artifact.run", "-m", *p.overrides, f"traces_dir={traces_dir}"]
     return subprocess.call(cmd)
 
 
@@ -49,13 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-report", action="store_true", help="run the experiments only")
     ap.add_argument("--list", action="store_true", help="print each experiment's command; run nothing")
     ap.add_argument("--traces-dir", default="traces")
-    ap.add_argument("overrides", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    args, extra = ap.parse_known_args(argv)
-    extra += args.overrides
+    ap.add_argument("--out", default="paper", help="where the report writes (default paper/)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    extra += [a for a in args.experiments if "=" in a]  # key=value without the -- works too
     try:
         profile, why = experiments.resolve_profile(args.profile)
-        names = args.experiments or experiments.names()
-        plans = [experiments.plan(n, profile) for n in names]
+        names = [a for a in args.experiments if "=" not in a] or experiments.names()
+        plans = [experiments.plan(n, profile, extra) for n in names]
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for i, p in enumerate(plans):
             print(f"\n[experiment {i + 1}/{len(plans)}] {p.name} (study {p.study}, {p.cells} cells)", flush=True)
-            rc = run_experiment(p, [a for a in extra if a != "--"], Path(args.traces_dir))
+            rc = run_experiment(p, Path(args.traces_dir))
             if rc:
                 failed.append(f"{p.name} (exit {rc})")
     except KeyboardInterrupt:
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nexperiments done in {minutes:.1f} min" + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
     if not args.no_report:
         from .report.__main__ import main as report_main
-        rc = report_main(["--traces-dir", args.traces_dir])
+        rc = report_main(["--traces-dir", args.traces_dir, "--out", args.out])
         failed += ["report"] if rc else []
     return 1 if failed else 0
 

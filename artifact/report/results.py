@@ -58,7 +58,9 @@ def row_from_record(folder: Path) -> dict:
     weights = _get(result, "model", "weight_bytes")
     row = {
         "study": config["study"], "profile": config.get("profile", ""), "model": config["model"]["name"],
-        "params": config["model"].get("params") or _get(result, "model", "params"),  # packed 4-bit weights count less "weights": config["model"]["weights"],
+        # the config's count: packed 4-bit weights make the loaded count smaller
+        "params": config["model"].get("params") or _get(result, "model", "params"),
+        "weights": config["model"]["weights"],
         "quant": config["quant"]["name"], "workload": config["workload"]["name"],
         "batch_size": config["batch_size"], "seq_len": config["seq_len"],
         "in_len": _get(result, "tokens", "in_len"), "out_len": _get(result, "tokens", "out_len"),

@@ -1,0 +1,237 @@
+"""The reproduction path: experiments as config, a tiny real pipeline through DVC (run, no-op re-run,
+push/pull, figures from pulled records), figures and tables checked against the records, claims on
+crafted records."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+from artifact import experiments
+from artifact.report import claims, results
+
+BIN = Path(sys.executable).parent
+TINY = ["batch_size=1,2", "seq_len=8", "warmup=0", "min_reps=2", "min_seconds=0"]
+
+
+def sh(cmd, cwd, env=None, timeout=900) -> subprocess.CompletedProcess:
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                         shell=isinstance(cmd, str))
+    assert out.returncode == 0, f"{cmd}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out
+
+
+def read(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ------------------------------------------------------------------ experiments as config
+
+def test_every_experiment_composes_in_every_profile():
+    """Each profile's sweep of each experiment composes through Hydra and passes validation (every swept value)."""
+    from hydra import compose, initialize_config_dir
+    from artifact.config import CONF_DIR, register, validate
+    register()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for name in experiments.names():
+            for profile in experiments.PROFILES:
+                p = experiments.plan(name, profile)
+                assert p.study == name  # the DVC stage's output folder is traces/<experiment>
+                if p.skip:
+                    continue
+                base = [o.split(",")[0] if "," in o and not o.endswith("]") else o for o in p.overrides]
+                for i, o in enumerate(p.overrides):
+                    key, values = o.split("=", 1)
+                    for v in values.split(","):
+                        cfg = compose(config_name="config", overrides=base[:i] + [f"{key}={v}"] + base[i + 1:])
+                        validate(cfg)
+                        assert cfg.profile == profile
+
+
+def test_dvc_pipeline_has_one_stage_per_experiment():
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert spec["experiment"]["foreach"] == experiments.names()
+    assert spec["report"]["deps"][:len(experiments.names())] == [f"traces/{n}" for n in experiments.names()]
+
+
+def test_reproduce_lists_the_plan_and_rejects_a_bad_profile():
+    out = subprocess.run([sys.executable, "-m", "artifact.reproduce", "--list"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("profile smoke: no CUDA GPU and not a Jetson")
+    assert "power_sweep: skipped: power modes are set with nvpmodel" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "artifact.reproduce", "--profile", "orin"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "error: profile='orin' is not allowed; use auto or one of: paper, gpu, smoke")
+
+
+# ------------------------------------------------------------------ a tiny pipeline through DVC
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, models_dir, data_dir):
+    """A git + DVC project running one real experiment (precision_sweep, smoke, shrunk) and the report."""
+    root = tmp_path_factory.mktemp("pipeline")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+           "PATH": f"{BIN}:{os.environ['PATH']}", "ARTIFACT_DATA_DIR": str(data_dir),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    shrink = " ".join(["quant=fp32,int8", *TINY, f"models_dir={models_dir}", f"tracking.uri=sqlite:///{root / 'mlflow.db'}"])
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "data": {"cmd": "python -m artifact.data --manifest traces/data.json", "outs": ["traces/data.json"]},
+        "experiment": {"cmd": f"python -m artifact.reproduce --profile smoke --no-report precision_sweep -- {shrink}",
+                       "deps": ["traces/data.json"], "outs": [{"traces/precision_sweep": {"persist": True}}]},
+        "report": {"cmd": "python -m artifact.report", "deps": ["traces/precision_sweep"],
+                   "outs": [{"paper/results.csv": {"cache": False}}, {"paper/figures": {"cache": False}},
+                            {"paper/tables": {"cache": False}}, {"paper/claims.md": {"cache": False}}]}}}))
+    sh("git init -q && git config user.email t@t && git config user.name t && dvc init -q && "
+       f"dvc remote add -d store {root / 'remote'}", root, env)
+    first = sh(f"{BIN}/dvc repro", root, env)
+    second = sh(f"{BIN}/dvc repro", root, env)
+    return root, env, first, second
+
+
+def test_pipeline_runs_then_does_nothing_the_second_time(pipeline):
+    root, _, first, second = pipeline
+    assert "Running stage 'experiment'" in first.stdout and "[cell 4/4" in first.stdout
+    assert "Running stage" not in second.stdout and "Data and pipelines are up to date" in second.stdout
+    records = sorted((root / "traces" / "precision_sweep").glob("*/result.json"))
+    assert len(records) == 4
+    plan = json.loads((root / "traces" / "precision_sweep" / "PLAN.json").read_text())
+    assert plan["profile"] == "smoke" and plan["cells"] == 4
+
+
+def test_results_table_and_figure_data_equal_the_records(pipeline):
+    root = pipeline[0]
+    rows = read(root / "paper" / "results.csv")
+    assert len(rows) == 4 and {r["quant"] for r in rows} == {"fp32", "int8"}
+    points = read(root / "paper" / "figures" / "precision_sweep.csv")
+    for row in rows:
+        result = json.loads((root / row["record"] / "result.json").read_text())
+        median = result["metrics"]["latency_s"]["median"]
+        assert float(row["latency_median_s"]) == pytest.approx(median, rel=1e-5)
+        assert float(row["weights_mib"]) == pytest.approx(result["model"]["weight_bytes"] / 2**20, rel=1e-5)
+        assert row["power_median_w"] == "" and row["power_status"] == "no sensor"  # absent, never zero
+        drawn = [p for p in points if p["record"] == row["record"] and p["panel"] == "latency_median_s"]
+        assert len(drawn) == 1 and float(drawn[0]["value"]) == pytest.approx(median, rel=1e-5)
+        assert float(drawn[0]["error"]) == pytest.approx(result["metrics"]["latency_s"]["std"], rel=1e-5, abs=1e-9)
+    series = {p["series"] for p in points if p["panel"] == "throughput_median_tok_s"}
+    assert series == {"fp32, batch_size=1", "fp32, batch_size=2", "int8, batch_size=1", "int8, batch_size=2"}
+    power = [p for p in points if p["panel"] == "power_median_w"]
+    assert power and all(p["value"] == "" for p in power)
+    for ext in ("pdf", "png"):
+        assert (root / "paper" / "figures" / f"precision_sweep.{ext}").stat().st_size > 10_000
+
+
+def test_figures_rebuild_from_records_alone_and_from_the_results_table(pipeline, tmp_path):
+    """No model and no torch: the report only reads. The committed results table alone gives the same data."""
+    root, env = pipeline[0], pipeline[1]
+    probe = ("import sys; from artifact.report.__main__ import main; rc = main(sys.argv[1:]); "
+             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'report imported a model stack'; "
+             "sys.exit(rc)")
+    replay = tmp_path / "replay"
+    (replay / "paper").mkdir(parents=True)
+    shutil.copy(root / "paper" / "results.csv", replay / "paper" / "results.csv")
+    out = sh([sys.executable, "-c", probe, "--no-mlflow"], replay, env)  # no traces/ here
+    assert "report from paper/results.csv (no records under traces/)" in out.stdout
+    assert read(replay / "paper" / "figures" / "precision_sweep.csv") == read(root / "paper" / "figures" / "precision_sweep.csv")
+    assert (replay / "paper" / "tables" / "models_table.md").is_file() is False  # no models_table records: no table
+    assert "power_modes_table" in (replay / "paper" / "index.md").read_text()
+
+
+def test_push_then_pull_restores_the_records(pipeline):
+    root, env = pipeline[0], pipeline[1]
+    sh(f"{BIN}/dvc push -q", root, env)
+    before = sorted(p.relative_to(root) for p in (root / "traces").rglob("result.json"))
+    shutil.rmtree(root / "traces")
+    sh(f"{BIN}/dvc pull -q", root, env)
+    assert sorted(p.relative_to(root) for p in (root / "traces").rglob("result.json")) == before
+    assert "Data and pipelines are up to date" in sh(f"{BIN}/dvc repro", root, env).stdout
+
+
+def test_report_run_in_mlflow_holds_the_outputs(pipeline):
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=f"sqlite:///{pipeline[0] / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("report").experiment_id])
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"figures", "tables", "results.csv", "claims.md"} <= names
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} >= {"figures/precision_sweep.pdf"}
+
+
+# ------------------------------------------------------------------ claims on crafted records
+
+def craft(traces: Path, study: str, i: int, *, status="ok", host="cpu", **cell) -> None:
+    """A minimal record folder with the fields the results table reads (crafted: no model ran)."""
+    cfg = {"study": study, "profile": "paper" if host == "jetson" else "smoke", "batch_size": 1, "seq_len": 128,
+           "model": {"name": "phi2", "weights": "real", "params": 2_779_683_840}, "quant": {"name": "fp16"},
+           "workload": {"name": "wikitext2"}, "power": {"name": "maxn"}, "meter": {"name": "ina3221"}}
+    metrics = {}
+    for key in ("model", "quant", "power"):
+        if key in cell:
+            cfg[key]["name"] = cell.pop(key)
+    cfg.update({k: cell.pop(k) for k in ("batch_size", "seq_len") if k in cell})
+    if status == "ok":
+        metrics = {"latency_s": {"median": cell.get("latency", 1.0), "std": 0.01, "n": 3},
+                   "token_throughput_tps": {"median": cell.get("throughput", 100.0), "std": 1.0, "n": 3}}
+    power = {"status": "ok", "timed": {"power_w": {"median": cell["power_w"]}},
+             "energy": {"per_rep_j_median": cell.get("energy", 10.0)}} if "power_w" in cell else {"status": "no sensor"}
+    result = {"cell_hash": f"{study}{i:04d}", "status": status, "device": "cuda", "started_at": "2026-11-24T00:00:00",
+              "metrics": metrics, "memory": {"incremental_peak_bytes": cell.get("mem_mib", 100) * 2**20},
+              "model": {"weight_bytes": cell.get("weights_mib", 500) * 2**20}, "power": power,
+              "provenance": {"l4t_release": "R36.3" if host == "jetson" else None, "cpu_model": "test"}}
+    folder = traces / study / f"{study}{i:04d}"
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (folder / "result.json").write_text(json.dumps(result))
+
+
+def verdicts(traces: Path) -> dict:
+    rows = results.collect(traces)
+    return {t["id"]: t for t in claims.evaluate(claims.load(REPO / "paper" / "claims.yaml"), rows)}
+
+
+def test_claims_pass_on_records_that_show_the_papers_results(tmp_path):
+    for i, (sl, thr, lat) in enumerate([(128, 271, 15), (1024, 107, 305)]):
+        craft(tmp_path, "seqlen_sweep", i, host="jetson", model="llama31-8b", batch_size=32, seq_len=sl,
+              throughput=thr * 1.05, latency=lat * 0.95)
+    craft(tmp_path, "precision_sweep", 0, host="jetson", quant="fp16", latency=1.0, mem_mib=1000, weights_mib=5300, power_w=20)
+    craft(tmp_path, "precision_sweep", 1, host="jetson", quant="int8", latency=1.6, mem_mib=545, weights_mib=2900, power_w=15)
+    craft(tmp_path, "precision_sweep", 2, host="jetson", quant="int4", latency=1.4, mem_mib=400, weights_mib=1700, power_w=14)
+    for i, (mode, lat, energy, w) in enumerate([("maxn", 10, 100, 40), ("pm-h", 47, 172, 19.2), ("pm-b", 15, 90, 19.6)]):
+        craft(tmp_path, "power_sweep", i, host="jetson", model="llama31-8b", power=mode, latency=lat, energy=energy, power_w=w)
+    for i, (bs, status) in enumerate([(1, "ok"), (8, "ok"), (16, "oom"), (32, "oom")]):
+        craft(tmp_path, "models_table", i, host="jetson", model="r1-qwen-32b", batch_size=bs, status=status)
+    v = verdicts(tmp_path)
+    assert {k: t["verdict"] for k, t in v.items()} == {k: "PASS" for k in v}, v
+    assert "r1-qwen-32b/fp16 sl128: fits up to bs 8, OOM from bs 16" in v["C7"]["measured"]
+
+
+def test_claims_fail_when_the_records_contradict_them(tmp_path):
+    for i, sl in enumerate([128, 1024]):
+        craft(tmp_path, "seqlen_sweep", i, host="jetson", model="llama31-8b", batch_size=32, seq_len=sl, throughput=100 + sl)
+    craft(tmp_path, "precision_sweep", 0, quant="fp16", latency=2.0, weights_mib=500, power_w=10)
+    craft(tmp_path, "precision_sweep", 1, quant="int8", latency=1.0, weights_mib=600, power_w=12)
+    for i, (bs, status) in enumerate([(1, "ok"), (8, "oom"), (16, "ok")]):  # a larger batch fits after an OOM
+        craft(tmp_path, "models_table", i, batch_size=bs, status=status)
+    v = verdicts(tmp_path)
+    for claim in ("C1", "C2t", "C2m", "C3", "C6", "C7"):
+        assert v[claim]["verdict"] == "FAIL", (claim, v[claim])
+    assert "llama31-8b/fp16/wikitext2 bs32: 228 -> 1124 (seq_len 128 -> 1024)" in v["C1"]["measured"]
+
+
+def test_claims_not_applicable_off_the_orin_or_without_a_sensor(tmp_path):
+    craft(tmp_path, "precision_sweep", 0, quant="fp16")
+    craft(tmp_path, "precision_sweep", 1, quant="int8")
+    craft(tmp_path, "models_table", 0, batch_size=4)
+    v = verdicts(tmp_path)
+    assert v["C2"]["verdict"] == "NOT APPLICABLE" and "absolute Jetson Orin numbers" in v["C2"]["measured"]
+    assert v["C6"]["verdict"] == "NOT APPLICABLE" and "no power sensor" in v["C6"]["measured"]
+    assert v["C7"]["verdict"] == "NOT APPLICABLE" and "no cell ran out of memory" in v["C7"]["measured"]
+    assert v["C4"]["verdict"] == "NOT APPLICABLE" and v["C1"]["verdict"] == "NOT APPLICABLE"
