@@ -47,7 +47,7 @@ def summary(values: list[float]) -> dict:
     n = len(v)
     p90 = v[min(n - 1, max(0, int(round(0.9 * (n - 1)))))] if n else float("nan")
     return {"median": statistics.median(v), "mean": statistics.fmean(v),
-            "std": statistics.stdev(v) if n > 1 else 0.0, "p90": p90, "min": v[0], "max": v[-1], "n": n}
+            "std": statistics.stdev(v) if n > 1 else None, "p90": p90, "min": v[0], "max": v[-1], "n": n}
 
 
 class MemoryProbe:

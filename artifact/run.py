@@ -126,8 +126,11 @@ def describe(result: dict) -> str:
         return f"[{result['status']}] {result['message']}"
     m = result["metrics"]
     mem = result["memory"]["incremental_peak_bytes"] / 2**20
-    parts = [f"latency {m['latency_s']['median']:.3f} ± {m['latency_s']['std']:.3f} s",
-             f"T_P {m['token_throughput_tps']['median']:.1f} ± {m['token_throughput_tps']['std']:.1f} tok/s",
+    def spread(s: dict, digits: int) -> str:  # one repetition has no spread
+        return f" ± {s['std']:.{digits}f}" if s["std"] is not None else " (1 rep)"
+
+    parts = [f"latency {m['latency_s']['median']:.3f}{spread(m['latency_s'], 3)} s",
+             f"T_P {m['token_throughput_tps']['median']:.1f}{spread(m['token_throughput_tps'], 1)} tok/s",
              f"TTFT {m['ttft_s']['median'] * 1000:.0f} ms",
              f"decode {m['decode_tps']['median']:.1f} tok/s",
              f"mem +{mem:.0f} MiB"]

@@ -151,12 +151,12 @@ def evaluate(claims: list[dict], rows: list[dict]) -> list[dict]:
     for claim in claims:
         c = claim["check"]
         selected = _where(rows, c["study"], c.get("where"))
-        hosts = sorted({r["host_kind"] for r in selected}) or ["none"]
+        hosts = sorted({r["host_kind"] for r in rows if r["study"] == c["study"]}) or ["no records"]
         if claim["applies_to"] == "orin":
             selected = [r for r in selected if r["host_kind"] == "jetson"]
         if not selected:
             verdict, measured = NA, (f"absolute Jetson Orin numbers; the {c['study']} records here come from: "
-                                     f"{', '.join(hosts)}" if claim["applies_to"] == "orin"
+                                     f"{', '.join(hosts)} (no Jetson)" if claim["applies_to"] == "orin"
                                      else f"no records of study {c['study']} match {c.get('where') or 'it'}")
         else:
             verdict, measured = KINDS[c["kind"]](c, selected)

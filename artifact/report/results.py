@@ -53,7 +53,11 @@ def row_from_record(folder: Path) -> dict:
     result = json.loads((folder / "result.json").read_text())
     config = yaml.safe_load((folder / "config.yaml").read_text())
     m, prov, p = result.get("metrics", {}), result.get("provenance", {}), result.get("power", {})
-    stat = lambda metric, s: _get(m, metric, s)  # noqa: E731
+    def stat(metric: str, s: str):
+        if s == "std" and (_get(m, metric, "n") or 0) < 2:
+            return None  # one repetition has no spread: absent, not zero
+        return _get(m, metric, s)
+
     mem = _get(result, "memory", "incremental_peak_bytes")
     weights = _get(result, "model", "weight_bytes")
     row = {
