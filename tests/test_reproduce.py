@@ -223,7 +223,7 @@ def test_claims_fail_when_the_records_contradict_them(tmp_path):
     v = verdicts(tmp_path)
     for claim in ("C1", "C2t", "C2m", "C3", "C6", "C7"):
         assert v[claim]["verdict"] == "FAIL", (claim, v[claim])
-    assert "llama31-8b/fp16/wikitext2 bs32: 228 -> 1124 (seq_len 128 -> 1024)" in v["C1"]["measured"]
+    assert "llama31-8b/fp16/wikitext2 bs32: 228 ± 1 -> 1124 ± 1 (seq_len 128 -> 1024)" in v["C1"]["measured"]
 
 
 def test_claims_not_applicable_off_the_orin_or_without_a_sensor(tmp_path):

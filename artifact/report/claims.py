@@ -52,9 +52,11 @@ def falls_with(c: dict, rows: list[dict]) -> tuple[str, str]:
             continue
         rs = sorted(rs, key=lambda r: r[x])
         first, last = rs[0], rs[-1]
-        ok &= last[metric] < first[metric]
-        out.append(f"{_name(first, 'model', 'quant', 'workload')} bs{first['batch_size']}: {first[metric]:.4g} -> "
-                   f"{last[metric]:.4g} ({x} {first[x]} -> {last[x]})")
+        spread = metric.replace("_median_", "_std_")
+        sd = lambda r: r.get(spread) or 0.0  # noqa: E731  (no spread recorded: medians alone decide)
+        ok &= last[metric] + sd(last) < first[metric] - sd(first)  # a fall beyond one std of either end
+        out.append(f"{_name(first, 'model', 'quant', 'workload')} bs{first['batch_size']}: {first[metric]:.4g} ± "
+                   f"{sd(first):.2g} -> {last[metric]:.4g} ± {sd(last):.2g} ({x} {first[x]} -> {last[x]})")
     if not out:
         return NA, f"no series with two or more {x} values"
     return (PASS if ok else FAIL), "; ".join(out)
