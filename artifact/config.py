@@ -260,7 +260,8 @@ def to_container(cfg: DictConfig) -> dict:
 NOT_FROM_PARAMS = ("data_dir", "traces_dir", "models_dir", "tracking", "hydra", "study", "profile")
 
 
-def _override_value(v: Any) -> str:
+def override_value(v: Any) -> str:
+    """A value written as Hydra override grammar (lists as [a,b], odd strings quoted)."""
     if v is None:
         return "null"
     if isinstance(v, bool):
@@ -268,19 +269,9 @@ def _override_value(v: Any) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, (list, tuple)):
-        return "[" + ",".join(_override_value(x) for x in v) + "]"
+        return "[" + ",".join(override_value(x) for x in v) + "]"
     s = str(v)
     return s if s.replace("-", "").replace("_", "").replace(".", "").replace("/", "").isalnum() else repr(s)
-
-
-def _leaves(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_leaves(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def overrides_from_params(path: str | Path) -> list[str]:
@@ -288,12 +279,13 @@ def overrides_from_params(path: str | Path) -> list[str]:
     the overrides that compose it from conf/: each group by name plus the fields that differ from that
     group's file, and the run knobs (not NOT_FROM_PARAMS)."""
     import yaml
+    from .record import flatten
     doc = yaml.safe_load(Path(path).read_text())
     out = []
     for group in GROUP_SCHEMAS:
         chosen = doc[group]
         out.append(f"{group}={chosen['name']}")
-        stock = _leaves(to_container(load_group(group, chosen["name"])))
-        out += [f"{group}.{k}={_override_value(v)}" for k, v in _leaves(chosen).items() if stock.get(k, MISSING) != v]
-    out += [f"{k}={_override_value(v)}" for k, v in doc.items() if k not in GROUP_SCHEMAS and k not in NOT_FROM_PARAMS]
+        stock = flatten(to_container(load_group(group, chosen["name"])))
+        out += [f"{group}.{k}={override_value(v)}" for k, v in flatten(chosen).items() if stock.get(k, MISSING) != v]
+    out += [f"{k}={override_value(v)}" for k, v in doc.items() if k not in GROUP_SCHEMAS and k not in NOT_FROM_PARAMS]
     return out

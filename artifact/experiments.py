@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import CONF_DIR, ConfigError
+from .config import CONF_DIR, ConfigError, override_value
 
 EXPERIMENTS_DIR = CONF_DIR / "experiment"
 PROFILES_DIR = CONF_DIR / "profiles"
@@ -25,6 +25,7 @@ class Plan:
     overrides: list[str]     # for `python -m artifact.run -m ...`
     cells: int
     skip: str | None = None  # why this profile does not run it
+    settings: dict | None = None  # key -> value (a list sweeps), what the overrides were made from
 
 
 def names() -> list[str]:
@@ -50,13 +51,8 @@ def profile_settings(profile: str) -> dict:
 
 
 def _value(v) -> str:
-    if isinstance(v, list):
-        return ",".join(_value(x) for x in v)
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return str(v).lower()
-    return str(v)
+    """A list is a sweep (comma-separated values); anything else one value."""
+    return ",".join(override_value(x) for x in v) if isinstance(v, list) else override_value(v)
 
 
 def plan(name: str, profile: str, extra: list[str] | tuple = ()) -> Plan:
@@ -75,7 +71,7 @@ def plan(name: str, profile: str, extra: list[str] | tuple = ()) -> Plan:
     overrides = [f"study={exp['study']}", f"profile={profile}"]
     overrides += [f"{k}={_value(v)}" for k, v in settings.items()]
     cells = math.prod(len(v) for v in settings.values() if isinstance(v, list))
-    return Plan(name, exp["study"], profile, overrides, cells)
+    return Plan(name, exp["study"], profile, overrides, cells, settings=settings)
 
 
 def detect_profile() -> tuple[str, str]:

@@ -275,10 +275,8 @@ def prepare(profile: str, models_dir: Path) -> list[Path]:
     from .config import load_group
     names = set()
     for exp in experiments.names():
-        p = experiments.plan(exp, profile)
-        for o in p.overrides:
-            if o.startswith("model="):
-                names.update(o.split("=", 1)[1].split(","))
+        chosen = (experiments.plan(exp, profile).settings or {}).get("model", [])
+        names.update(chosen if isinstance(chosen, list) else [chosen])
     models_dir.mkdir(parents=True, exist_ok=True)
     done = []
     for name in sorted(names):

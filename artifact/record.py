@@ -159,10 +159,11 @@ def _finite(obj):
 # ------------------------------------------------------------------ MLflow
 
 def flatten(d: dict, prefix: str = "", sep: str = ".") -> dict:
+    """Nested keys joined by `sep`; an empty dict stays a leaf (it is a value, e.g. `power.expect: {}`)."""
     out = {}
     for k, v in d.items():
         key = f"{prefix}{sep}{k}" if prefix else str(k)
-        if isinstance(v, dict):
+        if isinstance(v, dict) and v:
             out.update(flatten(v, key, sep))
         else:
             out[key] = v

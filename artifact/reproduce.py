@@ -22,13 +22,13 @@ from . import experiments
 from .config import ConfigError
 
 
-def write_plan(traces_dir: Path, p: experiments.Plan, **extra) -> None:
+def write_plan(traces_dir: Path, p: experiments.Plan) -> None:
     """traces/<study>/PLAN.json: what this profile runs for the study (or why it skips it); it also makes
     the folder exist, which DVC needs of a stage's output even when the profile skips the experiment."""
     folder = traces_dir / p.study
     folder.mkdir(parents=True, exist_ok=True)
     doc = {"experiment": p.name, "profile": p.profile, "cells": p.cells, "skip": p.skip,
-           "command": ["python", "-m", "artifact.run", "-m", *p.overrides] if not p.skip else None, **extra}
+           "command": ["python", "-m", "artifact.run", "-m", *p.overrides] if not p.skip else None}
     tmp = folder / ".PLAN.json.tmp"
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     tmp.replace(folder / "PLAN.json")

@@ -21,7 +21,8 @@ CLAIMS = Path(__file__).resolve().parents[2] / "paper" / "claims.yaml"  # the pa
 
 
 def load_rows(traces_dir: Path, results_csv: Path) -> tuple[list[dict], str]:
-    """Rows from the raw records when there are any, else from the committed results table."""
+    """Rows from the raw records when there are any, else from the committed results table. Records are
+    written to the table and read back, so both paths give the report exactly the same typed rows."""
     if any(traces_dir.glob("*/*/result.json")):
         results.write_csv(results.collect(traces_dir), results_csv)
         return results.read_csv(results_csv), f"records under {traces_dir}/"
