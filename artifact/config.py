@@ -21,7 +21,9 @@ class ConfigError(ValueError):
 
 MODEL_SOURCES = ("hub", "local", "gguf-package")
 WEIGHTS = ("real", "synthetic")
-QUANT_METHODS = ("none", "bnb-int8", "bnb-4bit")
+QUANT_METHODS = ("none", "bnb-int8", "bnb-4bit", "gptq")
+GPTQ_TOOLS = ("gptqmodel", "auto-gptq")
+GPTQ_KERNELS = ("marlin", "exllama_v2", "triton", "torch", "auto")
 DTYPES = ("float32", "float16", "bfloat16", "auto")
 WORKLOAD_FORMATS = ("text", "json-input")
 METERS = ("auto", "ina3221", "jtop", "nvml", "rapl", "none")
@@ -44,13 +46,34 @@ class ModelConfig:
 
 
 @dataclass
+class CalibrationConfig:
+    corpus: str = "longbench"           # a conf/workload name; never the perplexity test text
+    samples: int = 128                  # token windows drawn from the corpus ...
+    tokens: int = 512                   # ... of this many tokens each
+    seed: int = 0                       # which windows are drawn
+
+
+@dataclass
+class GptqConfig:
+    tool: str = "gptqmodel"             # gptqmodel | auto-gptq (legacy: the paper's JetPack 6.0 / torch 2.3 stack)
+    bits: int = 4
+    group_size: int = 128               # -1: one group per output row
+    desc_act: bool = False              # act-order; False keeps the fast kernels usable
+    sym: bool = True
+    damp_percent: float = 0.05
+    kernel: str = "marlin"              # inference kernel (gptqmodel backend)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+
+
+@dataclass
 class QuantConfig:
     name: str = MISSING
-    method: str = "none"                # none | bnb-int8 | bnb-4bit
+    method: str = "none"                # none | bnb-int8 | bnb-4bit | gptq
     dtype: str = "float32"              # weights (method none) / unquantized modules and compute
     int8_threshold: float = 6.0
     bnb_4bit_quant_type: str = "nf4"
     bnb_4bit_double_quant: bool = False
+    gptq: Optional[GptqConfig] = None   # method gptq only: quantized once into models/<model>-<quant>/
 
 
 @dataclass
@@ -185,6 +208,7 @@ def validate(cfg: DictConfig) -> None:
     _one_of("quant.dtype", q.dtype, DTYPES)
     _one_of("quant.bnb_4bit_quant_type", q.bnb_4bit_quant_type, ("nf4", "fp4"))
     _one_of("workload.format", cfg.workload.format, WORKLOAD_FORMATS)
+    _validate_gptq(cfg)
     if not (cfg.device in ("auto", "cpu", "cuda") or str(cfg.device).startswith("cuda:")):
         raise ConfigError(f"device={cfg.device!r} is not allowed; use auto, cpu, cuda or cuda:N")
     if not str(cfg.study).replace("-", "").replace("_", "").replace(".", "").isalnum():
@@ -236,6 +260,32 @@ def validate(cfg: DictConfig) -> None:
     unknown = set(cfg.power.expect) - set(EXPECTABLE)
     if unknown:
         raise ConfigError(f"power.expect has {', '.join(sorted(unknown))}; allowed: {', '.join(EXPECTABLE)}")
+
+
+def _validate_gptq(cfg: DictConfig) -> None:
+    q = cfg.quant
+    if (q.method == "gptq") != (q.gptq is not None):
+        raise ConfigError(f"quant={q.name}: method gptq and a gptq section go together "
+                          f"(method={q.method}, gptq {'set' if q.gptq is not None else 'missing'})")
+    if q.gptq is None:
+        return
+    g = q.gptq
+    _one_of("quant.gptq.tool", g.tool, GPTQ_TOOLS)
+    _one_of("quant.gptq.bits", g.bits, (2, 3, 4, 8))
+    _one_of("quant.gptq.kernel", g.kernel, GPTQ_KERNELS)
+    _one_of("quant.dtype", q.dtype, ("float16", "bfloat16"))
+    if g.group_size != -1 and (g.group_size < 16 or g.group_size & (g.group_size - 1)):
+        raise ConfigError(f"quant.gptq.group_size={g.group_size} is not allowed; use -1 or a power of two >= 16")
+    if not 0.0 < g.damp_percent < 1.0:
+        raise ConfigError(f"quant.gptq.damp_percent={g.damp_percent} is not allowed; use a number strictly between 0 and 1")
+    c = g.calibration
+    if c.samples < 1 or c.tokens < 16 or c.seed < 0:
+        raise ConfigError(f"quant.gptq.calibration: samples={c.samples}, tokens={c.tokens}, seed={c.seed}; "
+                          f"need samples >= 1, tokens >= 16, seed >= 0")
+    if c.corpus == cfg.ppl.corpus:
+        raise ConfigError(f"quant.gptq.calibration.corpus={c.corpus} is the perplexity test text (ppl.corpus); "
+                          f"calibrate on another corpus, e.g. longbench")
+    load_group("workload", c.corpus)  # exists, or a one-line error naming the choices
 
 
 def resolve_device(requested: str) -> str:

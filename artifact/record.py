@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 def cell_identity(cfg: dict, device: str) -> dict:
     ident = {k: v for k, v in cfg.items() if k not in NOT_IDENTITY}
     ident["power"] = {k: v for k, v in ident["power"].items() if k != "dry_run"}
+    if ident["quant"].get("gptq", "set") is None:  # added for GPTQ: absent, records made before stay valid
+        ident["quant"] = {k: v for k, v in ident["quant"].items() if k != "gptq"}
     ident["device_kind"] = device.split(":")[0]
     ident["code"] = {"package": __version__, "record_schema": SCHEMA}
     return ident
@@ -220,6 +222,8 @@ def log_to_mlflow(uri: str, study: str, record_dir: Path, config: dict, result: 
     run = client.create_run(exp_id, run_name=run_name(config), tags=tags)
     run_id = run.info.run_id
     params = [Param(k[:250], str(v)[:6000]) for k, v in flatten(config).items()]
+    params += [Param(f"prepared.{k}"[:250], str(v)[:6000]) for k, v in flatten(result.get("prepared") or {}).items()
+               if k not in ("model", "quant") and not k.startswith(("model.", "quant."))]  # those are the config's
     ts = int(time.time() * 1000)
     metrics = [Metric(k, v, ts, 0) for k, v in numeric_metrics(result).items()]
     for rep in _read_reps(record_dir):

@@ -72,8 +72,11 @@ def measure_cell(cfg: DictConfig, device: str, h: str) -> tuple[dict, list[dict]
     cell_start = time.perf_counter()
     live = LiveLine().start()
     try:
-        loaded, reused = models.load(cfg.model, cfg.quant, device, Path(cfg.models_dir), cfg.seed)
-        result["model"] = {**loaded.info, "reused_from_previous_cell": reused}
+        loaded, reused = models.load(cfg.model, cfg.quant, device, Path(cfg.models_dir), cfg.seed, data_dir(cfg))
+        info = dict(loaded.info)
+        if "prepared" in info:  # how the checkpoint under models/ was made (conversion, GPTQ calibration)
+            result["prepared"] = info.pop("prepared")
+        result["model"] = {**info, "reused_from_previous_cell": reused}
         prompts, result["prompts"] = build_prompts(loaded.tokenizer, data_dir(cfg), cfg.workload,
                                                    cfg.batch_size, in_len)
         sampler = None
@@ -239,6 +242,11 @@ def preflight(args: list[str]) -> int:
                 check_inputs(compose(config_name="config", overrides=overrides))
     except (HydraException, OmegaConfBaseException, ConfigError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except AssertionError:  # OmegaConf, setting a field below a section that is null for this choice
+        nested = [ln for ln in lines if ln.split("=")[0].count(".") >= 2]
+        print(f"error: {', '.join(nested) or 'an override'} sets a field of a section the chosen group does not have "
+              f"(quant.gptq.* needs a GPTQ quant, e.g. quant=gptq-int4)", file=sys.stderr, flush=True)
         sys.exit(2)
     return math.prod(len(c) for c in choices)
 

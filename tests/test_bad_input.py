@@ -25,6 +25,16 @@ CASES = [
     (["-m", "quant=fp32,int5"], "quant='int5' is not available"),
     (["device=cuda:0"], "no CUDA device is visible"),
     (["workload=longbench", "batch_size=190", "seq_len=2048"], "more than the"),
+    # GPTQ: CUDA only, no fallback; settings checked before anything is quantized
+    (["quant=gptq-int4"], "quant=gptq-int4 needs a CUDA GPU"),
+    (["quant=gptq-int4-autogptq"], "quant=gptq-int4-autogptq needs a CUDA GPU"),
+    (["-m", "quant=fp32,gptq-int4"], "needs a CUDA GPU"),
+    (["quant=gptq-int4", "quant.gptq.group_size=100"], "quant.gptq.group_size=100 is not allowed; use -1 or a power of two"),
+    (["quant=gptq-int4", "quant.gptq.bits=5"], "quant.gptq.bits=5 is not allowed; use one of: 2, 3, 4, 8"),
+    (["quant=gptq-int4", "quant.gptq.tool=optimum"], "quant.gptq.tool='optimum' is not allowed; use one of: gptqmodel, auto-gptq"),
+    (["quant=gptq-int4", "quant.gptq.calibration.corpus=wikitext2"], "is the perplexity test text"),
+    (["quant=gptq-int4", "quant.gptq.calibration.corpus=c4"], "workload='c4' is not available"),
+    (["quant=fp32", "quant.gptq.bits=4"], "quant.gptq.bits=4 sets a field of a section the chosen group does not have"),
 ]
 
 

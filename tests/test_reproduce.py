@@ -83,11 +83,13 @@ def pipeline(tmp_path_factory, models_dir, data_dir):
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
            "PATH": f"{BIN}:{os.environ['PATH']}", "ARTIFACT_DATA_DIR": str(data_dir),
            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
-    shrink = " ".join(["quant=fp32,int8", *TINY, f"models_dir={models_dir}", f"tracking.uri=sqlite:///{root / 'mlflow.db'}"])
+    shrink = " ".join(["quant=fp32,int8", *TINY, "models_dir=models", f"tracking.uri=sqlite:///{root / 'mlflow.db'}"])
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
         "data": {"cmd": "python -m artifact.data --manifest traces/data.json", "outs": ["traces/data.json"]},
+        "quantize": {"cmd": "python -m artifact.models --profile smoke", "outs": [{"models": {"persist": True}}]},
         "experiment": {"cmd": f"python -m artifact.reproduce --profile smoke --no-report precision_sweep -- {shrink}",
-                       "deps": ["traces/data.json"], "outs": [{"traces/precision_sweep": {"persist": True}}]},
+                       "deps": ["traces/data.json", "models"],
+                       "outs": [{"traces/precision_sweep": {"persist": True}}]},
         "report": {"cmd": "python -m artifact.report", "deps": ["traces/precision_sweep"],
                    "outs": [{"paper/results.csv": {"cache": False}}, {"paper/figures": {"cache": False}},
                             {"paper/tables": {"cache": False}}, {"paper/claims.md": {"cache": False}}]}}}))
@@ -146,13 +148,29 @@ def test_figures_rebuild_from_records_alone_and_from_the_results_table(pipeline,
     assert "power_modes_table" in (replay / "paper" / "index.md").read_text()
 
 
-def test_push_then_pull_restores_the_records(pipeline):
+def test_the_quantize_stage_versions_models_and_the_records_name_their_provenance(pipeline):
+    root = pipeline[0]
+    assert "Running stage 'quantize'" in pipeline[2].stdout
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]["quantize"]
+    [out] = lock["outs"]
+    assert out["path"] == "models" and out["md5"].endswith(".dir") and out["nfiles"] >= 5
+    prov = json.loads((root / "models" / "smollm2-135m" / "provenance.json").read_text())
+    assert prov["kind"] == "gguf-conversion"
+    for rec in (root / "traces" / "precision_sweep").glob("*/result.json"):
+        assert json.loads(rec.read_text())["prepared"] == prov
+
+
+def test_push_then_pull_restores_the_records_and_the_models(pipeline):
     root, env = pipeline[0], pipeline[1]
     sh(f"{BIN}/dvc push -q", root, env)
     before = sorted(p.relative_to(root) for p in (root / "traces").rglob("result.json"))
+    weights = (root / "models" / "smollm2-135m" / "model.safetensors").read_bytes()
     shutil.rmtree(root / "traces")
+    shutil.rmtree(root / "models")
+    shutil.rmtree(root / ".dvc" / "cache")
     sh(f"{BIN}/dvc pull -q", root, env)
     assert sorted(p.relative_to(root) for p in (root / "traces").rglob("result.json")) == before
+    assert (root / "models" / "smollm2-135m" / "model.safetensors").read_bytes() == weights
     assert "Data and pipelines are up to date" in sh(f"{BIN}/dvc repro", root, env).stdout
 
 

@@ -62,6 +62,10 @@ def test_one_cell_writes_a_complete_record_and_mlflow_run(cli):
     assert run.data.params["batch_size"] == "2" and run.data.params["quant.name"] == "fp32"
     assert run.data.metrics["latency_s_median"] == pytest.approx(result["metrics"]["latency_s"]["median"])
     assert run.data.metrics["perplexity_perplexity"] == pytest.approx(ppl["perplexity"])
+    # how the checkpoint under models/ was made: in the record and in MLflow
+    assert result["prepared"]["kind"] == "gguf-conversion" and result["model"]["source"].endswith("/smollm2-135m")
+    assert run.data.params["prepared.kind"] == "gguf-conversion"
+    assert run.data.params["prepared.tool_version"] == result["prepared"]["tool_version"]
     from mlflow.tracking import MlflowClient
     arts = {a.path for a in MlflowClient(cli.uri).list_artifacts(run.info.run_id, "record")}
     assert arts == {"record/config.yaml", "record/result.json", "record/reps.csv"}
