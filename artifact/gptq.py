@@ -23,7 +23,7 @@ from .workload import corpus_items, corpus_text
 
 MODULE = {"gptqmodel": "gptqmodel", "auto-gptq": "auto_gptq"}
 INSTALL = {
-    "gptqmodel": "install it on a CUDA host with pip install -e '.[gptq]' (gptqmodel 7.7.0 needs torch >= 2.14.1)",
+    "gptqmodel": "install it on a CUDA host with `make gptq` (gptqmodel 7.7.0 and what it imports)",
     "auto-gptq": "it is the legacy path of the paper's stack (JetPack 6.0, torch 2.3, transformers 4.4x: "
                  "pip install auto-gptq==0.7.1 there); on this stack use quant=gptq-int4 (gptqmodel)",
 }

@@ -114,7 +114,7 @@ def test_gptq_on_a_cpu_says_why_in_one_line():
 @pytest.mark.skipif(importlib.util.find_spec("gptqmodel") is not None, reason="gptqmodel is installed here")
 def test_gptqmodel_not_installed_is_one_line():
     with pytest.raises(ConfigError, match=r"^quant.gptq.tool=gptqmodel is not installed; install it on a CUDA host "
-                                          r"with pip install -e '.\[gptq\]'"):
+                                          r"with `make gptq`"):
         gptq._import_tool("gptqmodel")
 
 
