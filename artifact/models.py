@@ -273,10 +273,15 @@ def quantized_dir(mcfg, quant, models_dir: Path, seed: int) -> Path:
     """models/<model>-<quant>/ (synthetic weights: models/<model>-synthetic-seed<seed>-<quant>/). Model or
     quant settings other than their conf files' add a short hash of the settings to the name, so that a
     checkpoint is never reused for settings it was not made with."""
-    settings = {"model": to_container(mcfg), "quant": to_container(quant)}
+    def checkpoint_settings(q) -> dict:  # the inference kernel reads the same checkpoint: not part of it
+        d = to_container(q)
+        d["gptq"] = {k: v for k, v in d["gptq"].items() if k != "kernel"}
+        return d
+
+    settings = {"model": to_container(mcfg), "quant": checkpoint_settings(quant)}
     stock = {"model": {**to_container(load_group("model", mcfg.name)), "weights": mcfg.weights}, "quant": None}
     try:
-        stock["quant"] = to_container(load_group("quant", quant.name))
+        stock["quant"] = checkpoint_settings(load_group("quant", quant.name))
     except ConfigError:
         pass
     weights = f"-synthetic-seed{seed}" if mcfg.weights == "synthetic" else ""

@@ -74,6 +74,9 @@ def test_quantized_folder_names_follow_the_settings(tmp_path):
     phi2.weights = "synthetic"
     assert models.quantized_dir(phi2, quant, tmp_path, 0) == tmp_path / "phi2-synthetic-seed0-gptq-int4"
     assert models.quantized_dir(phi2, quant, tmp_path, 1) == tmp_path / "phi2-synthetic-seed1-gptq-int4"
+    kernel = conf("quant", "gptq-int4")
+    kernel.gptq.kernel = "triton"  # another kernel reads the same checkpoint
+    assert models.quantized_dir(phi2, kernel, tmp_path, 0) == tmp_path / "phi2-synthetic-seed0-gptq-int4"
     other = conf("quant", "gptq-int4")
     other.gptq.group_size = 64  # settings that differ from conf/quant/gptq-int4.yaml: never the stock folder
     name = models.quantized_dir(phi2, other, tmp_path, 0).name
