@@ -175,6 +175,36 @@ def register() -> None:
         OmegaConf.register_new_resolver("artifact_data_dir", default_data_dir)
 
 
+def one_line(e: Exception) -> str:
+    """A Hydra or OmegaConf error as the one line a user needs: the missing option and the choices, or the
+    first two lines of the message without OmegaConf's key/type trailer."""
+    from hydra.errors import MissingConfigException
+    if isinstance(e, MissingConfigException) and e.options is not None and e.missing_cfg_file:
+        group, _, name = str(e.missing_cfg_file).rpartition("/")
+        return f"{group}={name!r} is not available; use one of: {', '.join(sorted(e.options))}"
+    text = f"{e}\n{e.__cause__ or ''}"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(("full_key", "object_type"))]
+    return "; ".join(dict.fromkeys(lines[:2]))
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """conf/ composed with these overrides, as `python -m artifact.run` composes one cell. Bad overrides raise
+    ConfigError with one line."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+    register()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(one_line(e)) from e
+    except AssertionError as e:  # OmegaConf: a field set below a section that is null for this choice
+        nested = [o for o in overrides if o.split("=")[0].count(".") >= 2]
+        raise ConfigError(f"{', '.join(nested) or 'an override'} sets a field of a section the chosen group does not "
+                          f"have (quant.gptq.* needs a GPTQ quant, e.g. quant=gptq-int4)") from e
+
+
 GROUP_SCHEMAS = {"model": ModelConfig, "quant": QuantConfig, "workload": WorkloadConfig, "ppl": PplConfig,
                  "meter": MeterConfig, "power": PowerConfig}
 

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from . import gptq
-from .config import ConfigError, load_group, to_container
+from .config import ConfigError, compose, load_group, to_container
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class Loaded:
     model: torch.nn.Module
     tokenizer: object
     info: dict = field(default_factory=dict)
+    prepared: dict = field(default_factory=dict)  # provenance.json of the models/ folder it loaded from, if any
 
 
 def compute_dtype(quant, device: str) -> torch.dtype:
@@ -235,26 +236,35 @@ def _tokenizer(mcfg, location, kwargs: dict, models_dir: Path):
     return AutoTokenizer.from_pretrained(location, **kwargs), str(location)
 
 
-def _load(mcfg, quant, device: str, models_dir: Path, seed: int, data_dir: Path | None) -> Loaded:
-    from transformers import AutoModelForCausalLM
+def _weights(mcfg, quant, device: str, models_dir: Path, seed: int, data_dir: Path | None):
+    """Where this cell's weights load from, as _source gives it, made first where they are derived (GGUF
+    conversion, GPTQ quantization, fp16 copy of synthetic weights), so that `load_seconds` is loading alone.
+    None: built on the device (synthetic weights, no quantizer)."""
+    if quant.method == "gptq":
+        folder = gptq_checkpoint(mcfg, quant, device, models_dir, data_dir, seed)
+        return folder, {}, f"GPTQ checkpoint {folder}"
+    if mcfg.weights == "synthetic" and quantization_config(quant, device) is None:
+        return None
+    return _source(mcfg, models_dir, seed)
+
+
+def _load(mcfg, quant, device: str, models_dir: Path, seed: int, weights) -> Loaded:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()  # one line per cell is the output; a load is timed in the record
     dtype = compute_dtype(quant, device)
     info = {"weights": mcfg.weights, "dtype": str(dtype).replace("torch.", ""), "quant_method": quant.method}
-    if quant.method == "gptq":
-        folder = gptq_checkpoint(mcfg, quant, device, models_dir, data_dir, seed)
-        from transformers import AutoTokenizer
-        info.update(source=f"GPTQ checkpoint {folder}", tokenizer=str(folder), prepared=provenance_of(folder))
-        return Loaded(gptq.load(folder, quant, device).eval(), AutoTokenizer.from_pretrained(folder), info)
-    qconfig = quantization_config(quant, device)
-    if mcfg.weights == "synthetic" and qconfig is None:  # no checkpoint needed: built on the device
+    if weights is None:
         tokenizer, info["tokenizer"] = stand_in_tokenizer(mcfg, models_dir)
         info["source"] = f"synthetic (random init, seed {seed})"
         return Loaded(build_synthetic(mcfg, dtype, device, seed), tokenizer, info)
-    location, kwargs, info["source"] = _source(mcfg, models_dir, seed)
+    location, kwargs, info["source"] = weights
+    prepared = provenance_of(location) if isinstance(location, Path) else {}
+    if quant.method == "gptq":  # the folder holds the tokenizer it was calibrated with
+        info["tokenizer"] = str(location)
+        return Loaded(gptq.load(location, quant, device).eval(), AutoTokenizer.from_pretrained(location), info, prepared)
     tokenizer, info["tokenizer"] = _tokenizer(mcfg, location, kwargs, models_dir)
-    if isinstance(location, Path) and provenance_of(location):
-        info["prepared"] = provenance_of(location)
+    qconfig = quantization_config(quant, device)
     device_map = {"": device} if device.startswith("cuda") else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -264,7 +274,7 @@ def _load(mcfg, quant, device: str, models_dir: Path, seed: int, data_dir: Path 
     if qconfig is None and device_map is None:
         model = model.to(device)
     _page_in(model)
-    return Loaded(model.eval(), tokenizer, info)
+    return Loaded(model.eval(), tokenizer, info, prepared)
 
 
 # ---------------------------------------------------------------- GPTQ checkpoints
@@ -337,8 +347,9 @@ def load(mcfg, quant, device: str, models_dir: Path, seed: int, data_dir: Path |
     if _CURRENT and _CURRENT[0] == key:
         return _CURRENT[1], True
     release()
+    weights = _weights(mcfg, quant, device, models_dir, seed, data_dir)
     start = time.perf_counter()
-    loaded = _load(mcfg, quant, device, models_dir, seed, data_dir)
+    loaded = _load(mcfg, quant, device, models_dir, seed, weights)
     loaded.info["load_seconds"] = round(time.perf_counter() - start, 3)
     loaded.info["params"] = count_params(loaded.model)
     loaded.info["weight_bytes"] = int(loaded.model.get_memory_footprint())
@@ -355,14 +366,6 @@ def release() -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
-
-
-def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from .config import CONF_DIR, register
-    register()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
 
 
 def _as_list(v) -> list:
@@ -411,7 +414,7 @@ def prepare(profile: str, models_dir: Path) -> int:
     models_dir.mkdir(parents=True, exist_ok=True)
     failed, seen = 0, set()
     for overrides, required in checkpoints(profile):
-        cfg = _compose(overrides)
+        cfg = compose(overrides)
         label = cfg.model.name + (f" {cfg.quant.name}" if cfg.quant.method == "gptq" else "")
         try:
             path = prepare_one(cfg, models_dir)
@@ -444,10 +447,9 @@ def main(argv: list[str]) -> int:
         if args.profile:
             chosen, _ = resolve_profile(args.profile)
             return 1 if prepare(chosen, Path(args.models_dir)) else 0
-        path = prepare_one(_compose(args.overrides), Path(args.models_dir))
-    except Exception as e:
-        from .run import _one_line
-        print(f"error: {_one_line(e) if not isinstance(e, ConfigError) else e}", file=sys.stderr)
+        path = prepare_one(compose(args.overrides), Path(args.models_dir))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{path}: ready" if path else "nothing to prepare: this run loads its weights from elsewhere")
     return 0

@@ -21,8 +21,8 @@ from omegaconf import DictConfig
 
 from . import models, power, provenance
 from .progress import LiveLine, SweepProgress
-from .config import (CONF_DIR, ConfigError, data_dir, load_group, overrides_from_params, register, resolve_device,
-                     split_lengths, to_container, validate)
+from .config import (ConfigError, compose, data_dir, load_group, one_line, overrides_from_params, register,
+                     resolve_device, split_lengths, to_container, validate)
 from .measure import TokenCountError, run_timed
 from .perplexity import perplexity
 from .record import CellStore, cell_hash, log_to_mlflow, run_name
@@ -73,10 +73,9 @@ def measure_cell(cfg: DictConfig, device: str, h: str) -> tuple[dict, list[dict]
     live = LiveLine().start()
     try:
         loaded, reused = models.load(cfg.model, cfg.quant, device, Path(cfg.models_dir), cfg.seed, data_dir(cfg))
-        info = dict(loaded.info)
-        if "prepared" in info:  # how the checkpoint under models/ was made (conversion, GPTQ calibration)
-            result["prepared"] = info.pop("prepared")
-        result["model"] = {**info, "reused_from_previous_cell": reused}
+        result["model"] = {**loaded.info, "reused_from_previous_cell": reused}
+        if loaded.prepared:  # how the checkpoint under models/ was made (conversion, GPTQ calibration)
+            result["prepared"] = loaded.prepared
         prompts, result["prompts"] = build_prompts(loaded.tokenizer, data_dir(cfg), cfg.workload,
                                                    cfg.batch_size, in_len)
         sampler = None
@@ -211,42 +210,27 @@ def main(cfg: DictConfig) -> None:
         FAILED.append(status)
 
 
-def _one_line(e: Exception) -> str:
-    from hydra.errors import MissingConfigException
-    if isinstance(e, MissingConfigException) and e.options is not None and e.missing_cfg_file:
-        group, _, name = str(e.missing_cfg_file).rpartition("/")
-        return f"{group}={name!r} is not available; use one of: {', '.join(sorted(e.options))}"
-    text = f"{e}\n{e.__cause__ or ''}"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(("full_key", "object_type"))]
-    return "; ".join(dict.fromkeys(lines[:2]))
-
-
 def preflight(args: list[str]) -> int:
     """Compose and check the config for every value on the command line (each sweep value too) before
     Hydra starts, so that bad input is one line, exit 2, and no cell of a sweep has run. Returns the
     number of cells the command line sweeps."""
-    from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
     lines = [a for a in args if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
     try:
-        parsed = OverridesParser.create().parse_overrides(lines)
+        try:
+            parsed = OverridesParser.create().parse_overrides(lines)
+        except HydraException as e:
+            raise ConfigError(one_line(e)) from e
         choices = [[line] if not o.is_sweep_override() else
                    [f"{line.split('=', 1)[0]}={v}" for v in o.sweep_string_iterator()]
                    for line, o in zip(lines, parsed)]
         base = [c[0] for c in choices]
         variants = [base] + [base[:i] + [v] + base[i + 1:] for i, c in enumerate(choices) for v in c[1:]]
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            for overrides in variants:
-                check_inputs(compose(config_name="config", overrides=overrides))
-    except (HydraException, OmegaConfBaseException, ConfigError) as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    except AssertionError:  # OmegaConf, setting a field below a section that is null for this choice
-        nested = [ln for ln in lines if ln.split("=")[0].count(".") >= 2]
-        print(f"error: {', '.join(nested) or 'an override'} sets a field of a section the chosen group does not have "
-              f"(quant.gptq.* needs a GPTQ quant, e.g. quant=gptq-int4)", file=sys.stderr, flush=True)
+        for overrides in variants:
+            check_inputs(compose(overrides))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
     return math.prod(len(c) for c in choices)
 

@@ -164,3 +164,11 @@ def test_models_cli_one_gptq_checkpoint_on_a_cpu_is_one_line_and_writes_nothing(
         "error: quant=gptq-int4 needs a CUDA GPU: GPTQ quantization and its int4 kernels (gptqmodel) run on CUDA "
         "only, and this run's device is cpu; use quant=int4 (bitsandbytes nf4)"]
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+
+
+def test_models_cli_bad_override_is_one_line(tmp_path, data_dir):
+    out = run_module("artifact.models", "--models-dir", str(tmp_path / "models"), "quant=fp32", "quant.gptq.bits=4",
+                     cwd=tmp_path, env_extra={"ARTIFACT_DATA_DIR": str(data_dir)})
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "error: quant.gptq.bits=4 sets a field of a section the chosen group does not have "
+        "(quant.gptq.* needs a GPTQ quant, e.g. quant=gptq-int4)"]

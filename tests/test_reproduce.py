@@ -39,23 +39,20 @@ def read(path: Path) -> list[dict]:
 
 def test_every_experiment_composes_in_every_profile():
     """Each profile's sweep of each experiment composes through Hydra and passes validation (every swept value)."""
-    from hydra import compose, initialize_config_dir
-    from artifact.config import CONF_DIR, register, validate
-    register()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        for name in experiments.names():
-            for profile in experiments.PROFILES:
-                p = experiments.plan(name, profile)
-                assert p.study == name  # the DVC stage's output folder is traces/<experiment>
-                if p.skip:
-                    continue
-                base = [o.split(",")[0] if "," in o and not o.endswith("]") else o for o in p.overrides]
-                for i, o in enumerate(p.overrides):
-                    key, values = o.split("=", 1)
-                    for v in values.split(","):
-                        cfg = compose(config_name="config", overrides=base[:i] + [f"{key}={v}"] + base[i + 1:])
-                        validate(cfg)
-                        assert cfg.profile == profile
+    from artifact.config import compose, validate
+    for name in experiments.names():
+        for profile in experiments.PROFILES:
+            p = experiments.plan(name, profile)
+            assert p.study == name  # the DVC stage's output folder is traces/<experiment>
+            if p.skip:
+                continue
+            base = [o.split(",")[0] if "," in o and not o.endswith("]") else o for o in p.overrides]
+            for i, o in enumerate(p.overrides):
+                key, values = o.split("=", 1)
+                for v in values.split(","):
+                    cfg = compose(base[:i] + [f"{key}={v}"] + base[i + 1:])
+                    validate(cfg)
+                    assert cfg.profile == profile
 
 
 def test_dvc_pipeline_has_one_stage_per_experiment():

@@ -141,12 +141,9 @@ def test_sweeps_change_power_mode_then_model_then_precision_least_often():
 def test_a_dvc_composed_params_file_turns_back_into_the_overrides(tmp_path):
     """The DVC `cell` stage: params.yaml as `dvc exp run -S quant=gptq-int4 -S quant.gptq.group_size=64` composes
     it (Hydra) gives back exactly the overrides that differ from the conf files."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
-    from artifact.config import CONF_DIR, overrides_from_params, register
-    register()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["quant=gptq-int4", "quant.gptq.group_size=64", "batch_size=4"])
+    from artifact.config import CONF_DIR, compose, overrides_from_params
+    cfg = compose(["quant=gptq-int4", "quant.gptq.group_size=64", "batch_size=4"])
     params = tmp_path / "params.yaml"
     params.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     out = overrides_from_params(params)
