@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
+
 from . import models
-from .config import default_data_dir, load_group, resolve_device, split_lengths
+from .config import compose, load_group, resolve
 from .measure import now, run_timed
-from .power import NoMeter, Sampler, get_meter
+from .power import NoMeter, Sampler, make_meter
 from .workload import build_prompts
 
 
@@ -47,31 +47,34 @@ def main() -> None:
     ap.add_argument("--meter", default="auto")
     ap.add_argument("--models-dir", default="models")
     a = ap.parse_args()
-    device = resolve_device(a.device)
-    mcfg, qcfg, wl = load_group("model", a.model), load_group("quant", a.quant), load_group("workload", "wikitext2")
-    mcfg.weights = a.weights
-    loaded, _ = models.load(mcfg, qcfg, device, Path(a.models_dir), 0)
-    in_len, out_len = split_lengths(a.seq_len, 0.5)
-    prompts, _ = build_prompts(loaded.tokenizer, Path(default_data_dir()), wl, a.batch_size, in_len)
+    cell = resolve(compose([f"model={a.model}", f"quant={a.quant}", f"model.weights={a.weights}", "ppl=off",
+                            "workload=wikitext2", f"device={a.device}", f"batch_size={a.batch_size}",
+                            f"seq_len={a.seq_len}", "out_fraction=0.5", f"models_dir={a.models_dir}"]))
+    device, out_len = cell.device, cell.out_len
+    loaded = models.load(cell)
+    prompts, _ = build_prompts(loaded.tokenizer, cell.data_dir, cell.workload, cell.batch_size, cell.in_len)
     prompts = prompts.to(device)
     run_timed(loaded.model, loaded.tokenizer, prompts, out_len, warmup=1, min_reps=1, min_seconds=0,
               max_reps=1, device=device)  # warm both paths once
-    meter = get_meter(load_group("meter", a.meter), device) if a.compare == "sampler" else None
+    meter = make_meter(load_group("meter", a.meter), device) if a.compare == "sampler" else None
     if isinstance(meter, NoMeter):
         raise SystemExit(f"error: --compare sampler needs a sensor; {meter.reason}")
 
     def harness(sample: bool = False) -> float:
         sampler = Sampler(meter, 10.0).start() if sample else None
         try:
-            return run_timed(loaded.model, loaded.tokenizer, prompts, out_len, warmup=0, min_reps=a.reps,
-                             min_seconds=0, max_reps=a.reps, device=device,
-                             on_phase=sampler.mark if sampler else None)["metrics"]["token_throughput_tps"]["median"]
+            run = run_timed(loaded.model, loaded.tokenizer, prompts, out_len, warmup=0, min_reps=a.reps,
+                            min_seconds=0, max_reps=a.reps, device=device,
+                            on_phase=sampler.mark if sampler else None)
+            return run.timing["metrics"]["token_throughput_tps"]["median"]
         finally:
             if sampler:
                 sampler.stop()
 
     if a.compare == "bare":
-        label, first, second = "harness/bare", harness, lambda: bare_throughput(loaded.model, prompts, out_len, a.reps, device)
+        def bare() -> float:
+            return bare_throughput(loaded.model, prompts, out_len, a.reps, device)
+        label, first, second = "harness/bare", harness, bare
     else:
         label, first, second = f"sampler on/off ({meter.name})", lambda: harness(True), harness
     ratios = []

@@ -1,5 +1,6 @@
-"""The experiment space as typed config: Hydra checks types at compose time, `validate` checks
-ranges and combinations before anything is loaded or written."""
+"""The experiment space as typed config: Hydra checks types at compose time, `validate` checks ranges and
+combinations, and `resolve` turns one composed config into a `Cell` before anything is loaded or written.
+This module is the one place (besides the CLI entry points) that reads conf/<group>/ files by name."""
 from __future__ import annotations
 
 import math
@@ -11,12 +12,15 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-class ConfigError(ValueError):
-    """Bad input: reported as one line, non-zero exit, no record."""
+class BadInput(ValueError):
+    """Bad input of any kind (a value, a missing sensor, package or corpus): reported as one line, exit 2,
+    nothing written."""
+
+
+ConfigError = BadInput  # the earlier name
 
 
 MODEL_SOURCES = ("hub", "local", "gguf-package")
@@ -122,6 +126,7 @@ class PowerConfig:
     root: str = "/"                     # where /etc and /sys are (tests use a fake tree)
     nvpmodel: str = "nvpmodel"          # the executable, looked up on PATH
     nvpmodel_conf: str = "/etc/nvpmodel.conf"
+    clocks: str = "stock"               # stock | assumed: whether `expect` holds clocks the paper did not state
     gpu_devfreq_glob: str = "sys/class/devfreq/*ga10b*"
     emc_max_rate_path: str = "sys/kernel/debug/bpmp/debug/clk/emc/max_rate"
 
@@ -183,14 +188,16 @@ def one_line(e: Exception) -> str:
         group, _, name = str(e.missing_cfg_file).rpartition("/")
         return f"{group}={name!r} is not available; use one of: {', '.join(sorted(e.options))}"
     text = f"{e}\n{e.__cause__ or ''}"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(("full_key", "object_type"))]
+    lines = [ln.strip() for ln in text.splitlines()
+             if ln.strip() and not ln.strip().startswith(("full_key", "object_type"))]
     return "; ".join(dict.fromkeys(lines[:2]))
 
 
 def compose(overrides: list[str]) -> DictConfig:
     """conf/ composed with these overrides, as `python -m artifact.run` composes one cell. Bad overrides raise
-    ConfigError with one line."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    BadInput with one line."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
     register()
@@ -198,10 +205,10 @@ def compose(overrides: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return hydra_compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(one_line(e)) from e
+        raise BadInput(one_line(e)) from e
     except AssertionError as e:  # OmegaConf: a field set below a section that is null for this choice
         nested = [o for o in overrides if o.split("=")[0].count(".") >= 2]
-        raise ConfigError(f"{', '.join(nested) or 'an override'} sets a field of a section the chosen group does not "
+        raise BadInput(f"{', '.join(nested) or 'an override'} sets a field of a section the chosen group does not "
                           f"have (quant.gptq.* needs a GPTQ quant, e.g. quant=gptq-int4)") from e
 
 
@@ -214,7 +221,7 @@ def load_group(group: str, name: str) -> DictConfig:
     path = CONF_DIR / group / f"{name}.yaml"
     if not path.is_file():
         options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-        raise ConfigError(f"{group}={name!r} is not available; use one of: {', '.join(options)}")
+        raise BadInput(f"{group}={name!r} is not available; use one of: {', '.join(options)}")
     return OmegaConf.merge(OmegaConf.structured(GROUP_SCHEMAS[group]), OmegaConf.load(path))
 
 
@@ -226,11 +233,11 @@ def split_lengths(seq_len: int, out_fraction: float) -> tuple[int, int]:
 
 def _one_of(what: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
-        raise ConfigError(f"{what}={value!r} is not allowed; use one of: {', '.join(map(str, allowed))}")
+        raise BadInput(f"{what}={value!r} is not allowed; use one of: {', '.join(map(str, allowed))}")
 
 
 def validate(cfg: DictConfig) -> None:
-    """Range and combination checks that types alone cannot express. Raises ConfigError."""
+    """Range and combination checks that types alone cannot express. Raises BadInput."""
     m, q = cfg.model, cfg.quant
     _one_of("model.source", m.source, MODEL_SOURCES)
     _one_of("model.weights", m.weights, WEIGHTS)
@@ -240,62 +247,63 @@ def validate(cfg: DictConfig) -> None:
     _one_of("workload.format", cfg.workload.format, WORKLOAD_FORMATS)
     _validate_gptq(cfg)
     if not (cfg.device in ("auto", "cpu", "cuda") or str(cfg.device).startswith("cuda:")):
-        raise ConfigError(f"device={cfg.device!r} is not allowed; use auto, cpu, cuda or cuda:N")
+        raise BadInput(f"device={cfg.device!r} is not allowed; use auto, cpu, cuda or cuda:N")
     if not str(cfg.study).replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise ConfigError(f"study={cfg.study!r} is not allowed; use letters, digits, '-', '_' and '.'")
+        raise BadInput(f"study={cfg.study!r} is not allowed; use letters, digits, '-', '_' and '.'")
     if cfg.batch_size <= 0:
-        raise ConfigError(f"batch_size={cfg.batch_size} is not allowed; use an integer >= 1")
+        raise BadInput(f"batch_size={cfg.batch_size} is not allowed; use an integer >= 1")
     if not 0.0 < cfg.out_fraction < 1.0:
-        raise ConfigError(f"out_fraction={cfg.out_fraction} is not allowed; use a number strictly between 0 and 1")
+        raise BadInput(f"out_fraction={cfg.out_fraction} is not allowed; use a number strictly between 0 and 1")
     in_len, out_len = split_lengths(cfg.seq_len, cfg.out_fraction)
     if cfg.seq_len < 4 or in_len < 2 or out_len < 2:
-        raise ConfigError(
+        raise BadInput(
             f"seq_len={cfg.seq_len} is too small for out_fraction={cfg.out_fraction} "
             f"(gives {in_len} input + {out_len} output tokens); each part needs at least 2 tokens")
     if cfg.seq_len > m.max_context:
-        raise ConfigError(f"seq_len={cfg.seq_len} is above {m.name}'s context of {m.max_context} tokens; "
+        raise BadInput(f"seq_len={cfg.seq_len} is above {m.name}'s context of {m.max_context} tokens; "
                           f"use seq_len <= {m.max_context}")
     for knob, low in (("warmup", 0), ("min_reps", 1), ("max_reps", 1), ("seed", 0)):
         if cfg[knob] < low:
-            raise ConfigError(f"{knob}={cfg[knob]} is not allowed; use an integer >= {low}")
+            raise BadInput(f"{knob}={cfg[knob]} is not allowed; use an integer >= {low}")
     if cfg.max_reps < cfg.min_reps:
-        raise ConfigError(f"max_reps={cfg.max_reps} is below min_reps={cfg.min_reps}; raise max_reps")
+        raise BadInput(f"max_reps={cfg.max_reps} is below min_reps={cfg.min_reps}; raise max_reps")
     if cfg.min_seconds < 0:
-        raise ConfigError(f"min_seconds={cfg.min_seconds} is not allowed; use a number >= 0")
+        raise BadInput(f"min_seconds={cfg.min_seconds} is not allowed; use a number >= 0")
     if m.source == "local":
         if not m.path or not Path(m.path).is_dir():
-            raise ConfigError(f"model.path={m.path!r} does not exist or is not a folder; "
+            raise BadInput(f"model.path={m.path!r} does not exist or is not a folder; "
                               f"give the folder of a saved Hugging Face model")
     if m.source == "hub" and m.weights == "real" and not m.hub_id:
-        raise ConfigError(f"model {m.name} has source=hub but no hub_id")
+        raise BadInput(f"model {m.name} has source=hub but no hub_id")
     if m.weights == "synthetic" and cfg.ppl.enabled:
-        raise ConfigError("ppl is not applicable with model.weights=synthetic (random weights); add ppl=off")
+        raise BadInput("ppl is not applicable with model.weights=synthetic (random weights); add ppl=off")
     if cfg.ppl.enabled:
         _one_of("ppl.method", cfg.ppl.method, ("stride",))
         if cfg.ppl.window < 2 or cfg.ppl.window > m.max_context:
-            raise ConfigError(f"ppl.window={cfg.ppl.window} is not allowed; use 2..{m.max_context}")
+            raise BadInput(f"ppl.window={cfg.ppl.window} is not allowed; use 2..{m.max_context}")
         if not 1 <= cfg.ppl.stride <= cfg.ppl.window:
-            raise ConfigError(f"ppl.stride={cfg.ppl.stride} is not allowed; use 1..ppl.window ({cfg.ppl.window})")
+            raise BadInput(f"ppl.stride={cfg.ppl.stride} is not allowed; use 1..ppl.window ({cfg.ppl.window})")
         if cfg.ppl.max_tokens is not None and cfg.ppl.max_tokens < 2:
-            raise ConfigError(f"ppl.max_tokens={cfg.ppl.max_tokens} is not allowed; use null or an integer >= 2")
+            raise BadInput(f"ppl.max_tokens={cfg.ppl.max_tokens} is not allowed; use null or an integer >= 2")
     _one_of("meter.name", cfg.meter.name, METERS)
     _one_of("meter.nvml_field", cfg.meter.nvml_field, ("auto", "instant", "average", "usage"))
     if cfg.meter.rate_hz <= 0 or cfg.meter.idle_seconds < 0 or cfg.meter.min_samples < 2:
-        raise ConfigError(f"meter.rate_hz={cfg.meter.rate_hz}, meter.idle_seconds={cfg.meter.idle_seconds}, "
+        raise BadInput(f"meter.rate_hz={cfg.meter.rate_hz}, meter.idle_seconds={cfg.meter.idle_seconds}, "
                           f"meter.min_samples={cfg.meter.min_samples}: need rate_hz > 0, idle_seconds >= 0, "
                           f"min_samples >= 2")
     _one_of("power.kind", cfg.power.kind, ("none", "nvpmodel"))
+    _one_of("power.clocks", cfg.power.clocks, ("stock", "assumed"))
     if cfg.power.kind == "nvpmodel" and not cfg.power.nvpmodel_name:
-        raise ConfigError(f"power={cfg.power.name} has kind=nvpmodel but no nvpmodel_name")
+        raise BadInput(f"power={cfg.power.name} has kind=nvpmodel but no nvpmodel_name")
     unknown = set(cfg.power.expect) - set(EXPECTABLE)
     if unknown:
-        raise ConfigError(f"power.expect has {', '.join(sorted(unknown))}; allowed: {', '.join(EXPECTABLE)}")
+        raise BadInput(f"power.expect has {', '.join(sorted(unknown))}; allowed: {', '.join(EXPECTABLE)}")
 
 
 def _validate_gptq(cfg: DictConfig) -> None:
     q = cfg.quant
     if (q.method == "gptq") != (q.gptq is not None):
-        raise ConfigError(f"quant={q.name}: method gptq and a gptq section go together "
+        raise BadInput(f"quant={q.name}: method gptq and a gptq section go together "
                           f"(method={q.method}, gptq {'set' if q.gptq is not None else 'missing'})")
     if q.gptq is None:
         return
@@ -305,15 +313,16 @@ def _validate_gptq(cfg: DictConfig) -> None:
     _one_of("quant.gptq.kernel", g.kernel, GPTQ_KERNELS)
     _one_of("quant.dtype", q.dtype, ("float16", "bfloat16"))
     if g.group_size != -1 and (g.group_size < 16 or g.group_size & (g.group_size - 1)):
-        raise ConfigError(f"quant.gptq.group_size={g.group_size} is not allowed; use -1 or a power of two >= 16")
+        raise BadInput(f"quant.gptq.group_size={g.group_size} is not allowed; use -1 or a power of two >= 16")
     if not 0.0 < g.damp_percent < 1.0:
-        raise ConfigError(f"quant.gptq.damp_percent={g.damp_percent} is not allowed; use a number strictly between 0 and 1")
+        raise BadInput(f"quant.gptq.damp_percent={g.damp_percent} is not allowed; "
+                       f"use a number strictly between 0 and 1")
     c = g.calibration
     if c.samples < 1 or c.tokens < 16 or c.seed < 0:
-        raise ConfigError(f"quant.gptq.calibration: samples={c.samples}, tokens={c.tokens}, seed={c.seed}; "
+        raise BadInput(f"quant.gptq.calibration: samples={c.samples}, tokens={c.tokens}, seed={c.seed}; "
                           f"need samples >= 1, tokens >= 16, seed >= 0")
     if c.corpus == cfg.ppl.corpus:
-        raise ConfigError(f"quant.gptq.calibration.corpus={c.corpus} is the perplexity test text (ppl.corpus); "
+        raise BadInput(f"quant.gptq.calibration.corpus={c.corpus} is the perplexity test text (ppl.corpus); "
                           f"calibrate on another corpus, e.g. longbench")
     load_group("workload", c.corpus)  # exists, or a one-line error naming the choices
 
@@ -323,16 +332,95 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={requested!r} but no CUDA device is visible; use device=cpu or device=auto")
+        raise BadInput(f"device={requested!r} but no CUDA device is visible; use device=cpu or device=auto")
     return requested
-
-
-def data_dir(cfg: DictConfig) -> Path:
-    return Path(os.path.expanduser(str(cfg.data_dir)))
 
 
 def to_container(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def flatten(d: dict, prefix: str = "", sep: str = ".") -> dict:
+    """Nested keys joined by `sep`; an empty dict stays a leaf (it is a value, e.g. `power.expect: {}`)."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{sep}{k}" if prefix else str(k)
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key, sep))
+        else:
+            out[key] = v
+    return out
+
+
+EMBEDDED_MODEL = "smollm2-135m"  # the model whose tokenizer stands in for synthetic weights
+
+
+@dataclass(frozen=True)
+class Repetitions:
+    warmup: int             # untimed generations first
+    min_reps: int           # timed repetitions: at least this many ...
+    min_seconds: float      # ... and at least this long in total
+    max_reps: int           # and never more than this
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the experiment space, resolved once from the composed config and passed down: deep code
+    reads these fields and never looks a config group up by name."""
+    config: dict                        # the composed config as plain data (the record's config.yaml; its identity)
+    model: DictConfig
+    quant: DictConfig
+    workload: DictConfig                # where the prompts come from
+    ppl: DictConfig
+    ppl_corpus: Optional[DictConfig]    # the workload the perplexity is scored on (ppl enabled), else None
+    calibration_corpus: Optional[DictConfig]  # the workload GPTQ calibrates on (GPTQ quants), else None
+    stand_in: Optional[DictConfig]      # the embedded model, whose tokenizer stands in for synthetic weights
+    stock: dict                         # conf/model/<name>.yaml and conf/quant/<name>.yaml as declared
+    meter: DictConfig
+    power: DictConfig
+    tracking: DictConfig
+    device: str                         # resolved: cpu | cuda | cuda:N
+    batch_size: int
+    seq_len: int                        # the paper's sl = in_len + out_len
+    in_len: int                         # prompt tokens
+    out_len: int                        # generated tokens
+    repetitions: Repetitions
+    seed: int
+    study: str
+    force: bool
+    models_dir: Path
+    data_dir: Path
+    traces_dir: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.model.name}/{self.quant.name}/bs{self.batch_size}/sl{self.seq_len}"
+
+
+def _stock(group: str, name: str) -> Optional[dict]:
+    try:
+        return to_container(load_group(group, name))
+    except BadInput:  # a group given only on the command line has no file to compare with
+        return None
+
+
+def resolve(cfg: DictConfig) -> Cell:
+    """Validate one composed config and resolve it into a Cell (device chosen, corpora and the stand-in
+    model looked up). Raises BadInput with one line."""
+    validate(cfg)
+    in_len, out_len = split_lengths(cfg.seq_len, cfg.out_fraction)
+    gptq = cfg.quant.gptq
+    return Cell(
+        config=to_container(cfg), model=cfg.model, quant=cfg.quant, workload=cfg.workload, ppl=cfg.ppl,
+        ppl_corpus=load_group("workload", cfg.ppl.corpus) if cfg.ppl.enabled else None,
+        calibration_corpus=load_group("workload", gptq.calibration.corpus) if gptq is not None else None,
+        stand_in=load_group("model", EMBEDDED_MODEL) if cfg.model.weights == "synthetic" else None,
+        stock={"model": _stock("model", cfg.model.name), "quant": _stock("quant", cfg.quant.name)},
+        meter=cfg.meter, power=cfg.power, tracking=cfg.tracking, device=resolve_device(cfg.device),
+        batch_size=cfg.batch_size, seq_len=cfg.seq_len, in_len=in_len, out_len=out_len,
+        repetitions=Repetitions(cfg.warmup, cfg.min_reps, cfg.min_seconds, cfg.max_reps),
+        seed=cfg.seed, study=cfg.study, force=cfg.force, models_dir=Path(os.path.expanduser(str(cfg.models_dir))),
+        data_dir=Path(os.path.expanduser(str(cfg.data_dir))), traces_dir=Path(os.path.expanduser(str(cfg.traces_dir))))
 
 
 # Not taken from a composed params.yaml: paths and tracking are per machine; the DVC `cell` stage writes
@@ -359,7 +447,6 @@ def overrides_from_params(path: str | Path) -> list[str]:
     the overrides that compose it from conf/: each group by name plus the fields that differ from that
     group's file, and the run knobs (not NOT_FROM_PARAMS)."""
     import yaml
-    from .record import flatten
     doc = yaml.safe_load(Path(path).read_text())
     out = []
     for group in GROUP_SCHEMAS:

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_group
+from .config import BadInput, load_group
 from .workload import _verified_bytes
 
 
@@ -22,6 +22,7 @@ def fetch_longbench_triviaqa(target: Path) -> None:
     """LongBench v1 ships its tasks as JSON lines inside data.zip (its loading script is remote code,
     which we do not run)."""
     import zipfile
+
     from huggingface_hub import hf_hub_download
     archive = hf_hub_download("THUDM/LongBench", "data.zip", repo_type="dataset")
     with zipfile.ZipFile(archive) as z:
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     """Fetch what is missing (into data/), verify everything, and with --manifest write what was verified
     (the DVC pipeline's first stage: later stages depend on the manifest, not on where the files are)."""
     import argparse
+
     from .config import default_data_dir
     ap = argparse.ArgumentParser(prog="python -m artifact.data")
     ap.add_argument("--root", default=None, help="default: $ARTIFACT_DATA_DIR, else data/, else ../shared/data")
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             _verified_bytes(str(target), wl.sha256, wl.sha256_raw)
             print(f"{target}: checksum ok")
             manifest[name] = {"file": wl.file, "sha256": wl.sha256}
-        except ConfigError as e:
+        except BadInput as e:
             failed += 1
             print(f"error: {e}", file=sys.stderr)
     if failed:

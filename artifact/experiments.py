@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import CONF_DIR, ConfigError, override_value
+from .config import CONF_DIR, BadInput, load_group, override_value
 
 EXPERIMENTS_DIR = CONF_DIR / "experiment"
 PROFILES_DIR = CONF_DIR / "profiles"
@@ -35,18 +35,20 @@ def names() -> list[str]:
 def load(name: str) -> dict:
     path = EXPERIMENTS_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise ConfigError(f"experiment {name!r} does not exist; use one of: {', '.join(names())}")
+        raise BadInput(f"experiment {name!r} does not exist; use one of: {', '.join(names())}")
     exp = yaml.safe_load(path.read_text())
     missing = [p for p in PROFILES if p not in exp.get("profiles", {})]
     if "study" not in exp or missing or not ("figure" in exp or "table" in exp):
-        raise ConfigError(f"{path}: needs study, figure or table, and profiles {', '.join(PROFILES)} "
+        raise BadInput(f"{path}: needs study, figure or table, and profiles {', '.join(PROFILES)} "
                           f"(missing: {', '.join(missing) or 'study/figure/table'})")
+    if exp.get("table", {}).get("kind") == "power_modes":  # the table lists the configured modes themselves
+        exp["table"]["mode_configs"] = [load_group("power", mode) for mode in exp["table"]["modes"]]
     return {"name": name, **exp}
 
 
 def profile_settings(profile: str) -> dict:
     if profile not in PROFILES:
-        raise ConfigError(f"profile={profile!r} is not allowed; use auto or one of: {', '.join(PROFILES)}")
+        raise BadInput(f"profile={profile!r} is not allowed; use auto or one of: {', '.join(PROFILES)}")
     return yaml.safe_load((PROFILES_DIR / f"{profile}.yaml").read_text())
 
 
@@ -66,7 +68,7 @@ def plan(name: str, profile: str, extra: list[str] | tuple = ()) -> Plan:
     for item in extra:
         key, sep, value = item.partition("=")
         if not sep or key in ("study", "profile"):
-            raise ConfigError(f"{item!r} is not allowed here; give key=value overrides (not study or profile)")
+            raise BadInput(f"{item!r} is not allowed here; give key=value overrides (not study or profile)")
         settings[key] = value.split(",") if "," in value and not value.startswith("[") else value
     overrides = [f"study={exp['study']}", f"profile={profile}"]
     overrides += [f"{k}={_value(v)}" for k, v in settings.items()]
@@ -112,5 +114,5 @@ if __name__ == "__main__":
         sys.exit("usage: python -m artifact.experiments --set-profile auto|paper|gpu|smoke")
     try:
         set_profile(sys.argv[2])
-    except ConfigError as e:
+    except BadInput as e:
         sys.exit(f"error: {e}")

@@ -12,13 +12,12 @@ import importlib.util
 import io
 import os
 import random
-from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
 
-from .config import ConfigError, load_group, to_container
+from .config import BadInput, to_container
 from .workload import corpus_items, corpus_text
 
 MODULE = {"gptqmodel": "gptqmodel", "auto-gptq": "auto_gptq"}
@@ -30,25 +29,24 @@ INSTALL = {
 
 
 def check_available(quant, device: str) -> str:
-    """One-line ConfigError unless this quant's GPTQ tool can run on `device`. Returns the tool's version."""
+    """One-line BadInput unless this quant's GPTQ tool can run on `device`. Returns the tool's version."""
     tool = quant.gptq.tool
     if not device.startswith("cuda"):
-        raise ConfigError(f"quant={quant.name} needs a CUDA GPU: GPTQ quantization and its int4 kernels ({tool}) "
+        raise BadInput(f"quant={quant.name} needs a CUDA GPU: GPTQ quantization and its int4 kernels ({tool}) "
                           f"run on CUDA only, and this run's device is {device}; use quant=int4 (bitsandbytes nf4)")
     return _import_tool(tool)
 
 
-@lru_cache(maxsize=2)
 def _import_tool(tool: str) -> str:
     if importlib.util.find_spec(MODULE[tool]) is None:
-        raise ConfigError(f"quant.gptq.tool={tool} is not installed; {INSTALL[tool]}")
+        raise BadInput(f"quant.gptq.tool={tool} is not installed; {INSTALL[tool]}")
     _pin_process_settings()
     try:
         with _quiet():  # its banner: the versions are in the record
             importlib.import_module(MODULE[tool])
     except Exception as e:  # auto-gptq on transformers 5: "cannot import name 'no_init_weights'"
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ConfigError(f"quant.gptq.tool={tool} cannot be imported here ({type(e).__name__}: {first}); {INSTALL[tool]}")
+        raise BadInput(f"quant.gptq.tool={tool} cannot be imported here ({type(e).__name__}: {first}); {INSTALL[tool]}")
     try:
         return version(tool)
     except PackageNotFoundError:
@@ -70,19 +68,19 @@ def _pin_process_settings() -> None:
 
 # ---------------------------------------------------------------- calibration
 
-def calibration_windows(tokenizer, data_dir: Path, quant) -> tuple[list[list[int]], dict]:
-    """`samples` non-overlapping windows of `tokens` tokens, drawn with `seed` from the declared corpus (each
-    LongBench item is cut into windows on its own, so no window spans two items). Returns the windows and
+def calibration_windows(tokenizer, cell) -> tuple[list[list[int]], dict]:
+    """`samples` non-overlapping windows of `tokens` tokens, drawn with `seed` from the cell's calibration corpus
+    (each LongBench item is cut into windows on its own, so no window spans two items). Returns the windows and
     what the provenance records of them."""
-    c = quant.gptq.calibration
-    workload = load_group("workload", c.corpus)
+    c = cell.quant.gptq.calibration
+    workload, data_dir = cell.calibration_corpus, cell.data_dir
     texts = corpus_items(data_dir, workload) if workload.format == "json-input" else [corpus_text(data_dir, workload)]
     pool = []
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         pool += [ids[i:i + c.tokens] for i in range(0, len(ids) - c.tokens + 1, c.tokens)]
     if len(pool) < c.samples:
-        raise ConfigError(f"quant.gptq.calibration: corpus {c.corpus} gives {len(pool)} windows of {c.tokens} tokens, "
+        raise BadInput(f"quant.gptq.calibration: corpus {c.corpus} gives {len(pool)} windows of {c.tokens} tokens, "
                           f"fewer than samples={c.samples}; lower samples or tokens")
     windows = random.Random(c.seed).sample(pool, c.samples)
     digest = hashlib.sha256(",".join(map(str, (t for w in windows for t in w))).encode()).hexdigest()
@@ -93,24 +91,26 @@ def calibration_windows(tokenizer, data_dir: Path, quant) -> tuple[list[list[int
 
 # ---------------------------------------------------------------- quantize and load
 
-def quantize(source: str, source_kwargs: dict, tokenizer, quant, windows: list[list[int]], out: Path) -> dict:
-    """Quantize `source` (a folder or hub id) with the quant's tool and write the checkpoint and the tokenizer
-    to `out`. The tool's own output goes to out/quantize.log. Returns the settings the tool was given."""
+def quantize(source, tokenizer, quant, windows: list[list[int]], out: Path) -> dict:
+    """Quantize `source` (checkpoints.Weights: a folder or hub id and its load kwargs) with the quant's tool and
+    write the checkpoint and the tokenizer to `out`. The tool's own output goes to out/quantize.log. Returns the
+    settings the tool was given."""
     g = quant.gptq
     examples = [{"input_ids": w, "attention_mask": [1] * len(w)} for w in windows]
-    settings = {k: v for k, v in to_container(g).items() if k in ("bits", "group_size", "desc_act", "sym", "damp_percent")}
+    settings = {k: v for k, v in to_container(g).items()
+                if k in ("bits", "group_size", "desc_act", "sym", "damp_percent")}
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "quantize.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), \
             _explain_pool_error():
         if g.tool == "gptqmodel":
             from gptqmodel import GPTQModel, QuantizeConfig
-            model = GPTQModel.load(source, QuantizeConfig(**settings), **source_kwargs)
+            model = GPTQModel.load(str(source.location), QuantizeConfig(**settings), **source.kwargs)
             model.quantize(examples, batch_size=1, tokenizer=tokenizer)
             model.save(str(out))
         else:
             from auto_gptq import AutoGPTQForCausalLM, BaseQuantizeConfig
-            model = AutoGPTQForCausalLM.from_pretrained(source, BaseQuantizeConfig(**settings),
-                                                        torch_dtype=torch.float16, **source_kwargs)
+            model = AutoGPTQForCausalLM.from_pretrained(str(source.location), BaseQuantizeConfig(**settings),
+                                                        torch_dtype=torch.float16, **source.kwargs)
             model.quantize([{k: torch.tensor([v]) for k, v in e.items()} for e in examples], batch_size=1)
             model.save_quantized(str(out), use_safetensors=True)
     tokenizer.save_pretrained(out)
@@ -152,5 +152,5 @@ def _explain_pool_error():
     except ValueError as e:
         if "Virtual pool" not in str(e):
             raise
-        raise ConfigError(f"gptqmodel cannot size its worker pools on this host ({e}); "
+        raise BadInput(f"gptqmodel cannot size its worker pools on this host ({e}); "
                           f"set GPTQMODEL_CPU_WORKERS=2 or more") from e

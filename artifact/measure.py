@@ -11,6 +11,8 @@ from pathlib import Path
 import psutil
 import torch
 
+from .schema import Memory, Rep, Summary, Timing, Tokens
+
 
 def synchronize(device: str) -> None:
     if device.startswith("cuda"):
@@ -41,7 +43,7 @@ class TokenClock:
         pass
 
 
-def summary(values: list[float]) -> dict:
+def summary(values: list[float]) -> Summary:
     """median / mean / std / p90 / min / max / n of repeated measurements."""
     v = sorted(values)
     n = len(v)
@@ -109,7 +111,7 @@ class MemoryProbe:
         while not self._stop.wait(0.005):
             self._polled_peak = max(self._polled_peak, self.process.memory_info().rss)
 
-    def stop(self) -> dict:
+    def stop(self) -> Memory:
         synchronize(self.device)
         if self._poll:
             self._stop.set()
@@ -117,13 +119,15 @@ class MemoryProbe:
             peak = self._polled_peak
         else:
             peak = self._status_kb("VmHWM")
-        out = {"rss_peak_bytes": peak, "rss_baseline_bytes": self.rss_base,
+        out: Memory = {"rss_peak_bytes": peak, "rss_baseline_bytes": self.rss_base,
                "rss_incremental_peak_bytes": peak - self.rss_base, "rss_method": self.rss_method}
         if self.device.startswith("cuda"):
+            peak_allocated = torch.cuda.max_memory_allocated(self.device)
+            peak_reserved = torch.cuda.max_memory_reserved(self.device)
             out.update({
                 "cuda_allocated_baseline_bytes": self.cuda_alloc_base,
-                "cuda_incremental_peak_allocated_bytes": torch.cuda.max_memory_allocated(self.device) - self.cuda_alloc_base,
-                "cuda_incremental_peak_reserved_bytes": torch.cuda.max_memory_reserved(self.device) - self.cuda_reserved_base,
+                "cuda_incremental_peak_allocated_bytes": peak_allocated - self.cuda_alloc_base,
+                "cuda_incremental_peak_reserved_bytes": peak_reserved - self.cuda_reserved_base,
             })
             out["incremental_peak_bytes"] = out["cuda_incremental_peak_allocated_bytes"]
             out["memory_kind"] = "torch CUDA peak allocated over the pre-run baseline"
@@ -177,8 +181,17 @@ def generation_config(model, tokenizer, out_len: int):
                             use_cache=True, eos_token_id=eos, pad_token_id=pad)
 
 
+@dataclass
+class TimedRun:
+    """What `run_timed` measured: the record's timing, memory and token sections, and reps.csv's rows."""
+    timing: Timing
+    memory: Memory
+    tokens: Tokens
+    reps: list[Rep]
+
+
 def run_timed(model, tokenizer, prompts: torch.Tensor, out_len: int, *, warmup: int, min_reps: int,
-              min_seconds: float, max_reps: int, device: str, on_phase=None) -> dict:
+              min_seconds: float, max_reps: int, device: str, on_phase=None) -> TimedRun:
     """Warm-up generations, then repetitions until min_reps AND min_seconds (capped at max_reps).
 
     `on_phase(name, t)` is called at every phase edge (for a power sampler's marks)."""
@@ -193,14 +206,15 @@ def run_timed(model, tokenizer, prompts: torch.Tensor, out_len: int, *, warmup: 
     for _ in range(warmup):
         g = generate_once(model, prompts, out_len, gen_config, device)
         warm.append(g.end - g.start)
-    reps, timed = [], 0.0
+    reps: list[Rep] = []
+    timed_s = 0.0
     mark("timed_start", now(device))
-    while len(reps) < max_reps and (len(reps) < min_reps or timed < min_seconds):
+    while len(reps) < max_reps and (len(reps) < min_reps or timed_s < min_seconds):
         g = generate_once(model, prompts, out_len, gen_config, device)
         mark(f"rep{len(reps)}:prefill", g.start)
         mark(f"rep{len(reps)}:decode", g.first_token)
         latency, ttft, decode = g.end - g.start, g.first_token - g.start, g.end - g.first_token
-        timed += latency
+        timed_s += latency
         reps.append({
             "rep": len(reps), "t_start": g.start, "t_first_token": g.first_token, "t_end": g.end,
             "latency_s": latency, "ttft_s": ttft, "decode_s": decode,
@@ -216,7 +230,8 @@ def run_timed(model, tokenizer, prompts: torch.Tensor, out_len: int, *, warmup: 
     # The first generation at a shape pays one-off host-side costs (kernel and heuristic selection for each
     # new shape; on an H100 about 3x a warm one): the warm-up absorbs them, and this ratio shows how much.
     cold_ratio = warm[0] / metrics["latency_s"]["median"] if warm else None
-    return {"reps": reps, "warmup_latency_s": warm, "cold_start_ratio": cold_ratio, "timed_seconds": timed,
-            "metrics": metrics, "memory": mem,
-            "tokens": {"batch_size": batch, "in_len": in_len, "out_len": out_len,
-                       "generated_per_rep": batch * out_len, "checked": True}}
+    timing: Timing = {"metrics": metrics, "warmup_latency_s": warm, "cold_start_ratio": cold_ratio,
+                      "timed_seconds": timed_s}
+    tokens: Tokens = {"batch_size": batch, "in_len": in_len, "out_len": out_len,
+                      "generated_per_rep": batch * out_len, "checked": True}
+    return TimedRun(timing, mem, tokens, reps)

@@ -6,8 +6,8 @@ import argparse
 import sys
 import time
 
-from .config import ConfigError, load_group, resolve_device
-from .power import Sampler, get_meter, window
+from .config import BadInput, load_group, resolve_device
+from .power import Sampler, make_meter, window
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,24 +19,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sysfs-root", default=None, help="where /sys is (a fake tree in tests)")
     a = ap.parse_args(argv)
     try:
-        mcfg = load_group("meter", a.meter)
+        meter_cfg = load_group("meter", a.meter)
         if a.rate_hz:
-            mcfg.rate_hz = a.rate_hz
+            meter_cfg.rate_hz = a.rate_hz
         if a.sysfs_root:
-            mcfg.sysfs_root = a.sysfs_root
-        meter = get_meter(mcfg, resolve_device(a.device))
+            meter_cfg.sysfs_root = a.sysfs_root
+        meter = make_meter(meter_cfg, resolve_device(a.device))
         meter.read()
-    except ConfigError as e:
+    except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    try:
+        return _show(meter, meter_cfg, a.seconds)
+    finally:
+        meter.close()
+
+
+def _show(meter, meter_cfg, seconds: float) -> int:
     info = meter.describe()
     print(f"meter {info['meter']}: {', '.join(f'{k}={v}' for k, v in info.items() if k != 'meter')}")
-    sampler = Sampler(meter, mcfg.rate_hz).start()
+    sampler = Sampler(meter, meter_cfg.rate_hz).start()
     t0 = time.perf_counter()
     c0 = meter.counter_j()
     shown = 0
-    while time.perf_counter() - t0 < a.seconds:
-        time.sleep(min(1.0, max(0.0, a.seconds - (time.perf_counter() - t0))))
+    while time.perf_counter() - t0 < seconds:
+        time.sleep(min(1.0, max(0.0, seconds - (time.perf_counter() - t0))))
         if len(sampler.samples) > shown:
             s = sampler.samples[-1]
             rails = "  ".join(f"{k} {v:.2f}" for k, v in s.rails.items())
@@ -49,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: fewer than 2 samples: the sensor did not answer", file=sys.stderr)
         return 1
     w = window(sampler.samples, t0, t1)
-    line = (f"{len(sampler.samples)} samples at {sampler.achieved_rate_hz():.1f} Hz: median {w['power_w']['median']:.2f} W, "
+    line = (f"{len(sampler.samples)} samples at {sampler.achieved_rate_hz():.1f} Hz: "
+            f"median {w['power_w']['median']:.2f} W, "
             f"mean {w['power_w']['mean']:.2f} W, p95 {w['power_w']['p95']:.2f} W, energy {w['energy_j']:.2f} J")
     if c0 is not None and c1 is not None:
         line += f" (energy counter {c1 - c0:.2f} J)"

@@ -6,7 +6,8 @@ import time
 
 import torch
 
-from .workload import bos_id, corpus_text, text_ids
+from .schema import Perplexity
+from .workload import bos_id
 
 
 def stride_windows(n_tokens: int, window: int, stride: int, has_bos: bool) -> list[tuple[int, int, int]]:
@@ -27,15 +28,17 @@ def stride_windows(n_tokens: int, window: int, stride: int, has_bos: bool) -> li
     return spans
 
 
-def perplexity(model, tokenizer, data_dir, workload, ppl, device: str) -> dict:
-    ids = text_ids(tokenizer, corpus_text(data_dir, workload), workload.name)
+def perplexity(model, tokenizer, ids: list[int], ppl, device: str) -> Perplexity:
+    """Perplexity of the corpus `ppl.corpus`, given as its token ids (the whole text, no special tokens), by the
+    declared method: strided windows of ppl.window tokens every ppl.stride, the first ppl.max_tokens only."""
     if ppl.max_tokens:
         ids = ids[:ppl.max_tokens]
     bos = bos_id(tokenizer) if ppl.add_bos else None
     tokens = torch.tensor(ids, dtype=torch.long, device=device)
     total_nll, total_scored = 0.0, 0
     start = time.perf_counter()
-    for begin, end, scored in stride_windows(len(ids), ppl.window - (1 if bos is not None else 0), ppl.stride, bos is not None):
+    body = ppl.window - (1 if bos is not None else 0)  # a prepended BOS takes one place of the window
+    for begin, end, scored in stride_windows(len(ids), body, ppl.stride, bos is not None):
         window = tokens[begin:end]
         if bos is not None:
             window = torch.cat([torch.tensor([bos], device=device), window])
@@ -48,6 +51,6 @@ def perplexity(model, tokenizer, data_dir, workload, ppl, device: str) -> dict:
         total_scored += scored
     return {"perplexity": math.exp(total_nll / total_scored), "nll_sum": total_nll, "scored_tokens": total_scored,
             "corpus_tokens": len(ids), "method": ppl.method, "window": ppl.window, "stride": ppl.stride,
-            "max_tokens": ppl.max_tokens, "add_bos": bos is not None, "corpus": workload.name,
+            "max_tokens": ppl.max_tokens, "add_bos": bos is not None, "corpus": ppl.corpus,
             "text": "raw test file, CRLF->LF, tokenized whole without special tokens",
             "seconds": round(time.perf_counter() - start, 3)}

@@ -6,7 +6,6 @@ import os
 import platform
 import socket
 import subprocess
-from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -73,14 +72,14 @@ def l4t_release() -> str | None:
     return p.read_text().splitlines()[0].strip() if p.is_file() else None
 
 
-@lru_cache(maxsize=1)
 def static_provenance() -> dict:
-    """What does not change during a process (git state is read per record)."""
+    """What does not change during a process (artifact.session keeps it; git state is read per record)."""
     return {"host": socket.gethostname(), "python": platform.python_version(), "platform": platform.platform(),
             "cpu_model": cpu_model(), "cpu_cores_logical": os.cpu_count(),
             "cpu_cores_physical": psutil.cpu_count(logical=False), "memory_total_bytes": psutil.virtual_memory().total,
             "l4t_release": l4t_release(), "packages": packages(), **gpu()}
 
 
-def provenance() -> dict:
-    return {**git_state(), **static_provenance()}
+def provenance(static: dict | None = None) -> dict:
+    """Git state now, and the static part (given, or read now)."""
+    return {**git_state(), **(static if static is not None else static_provenance())}

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from . import experiments
-from .config import ConfigError
+from .config import BadInput
 
 
 def write_plan(traces_dir: Path, p: experiments.Plan) -> None:
@@ -59,13 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         profile, why = experiments.resolve_profile(args.profile)
         names = [a for a in args.experiments if "=" not in a] or experiments.names()
         plans = [experiments.plan(n, profile, extra) for n in names]
-    except ConfigError as e:
+    except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"profile {profile}: {why}; {experiments.profile_settings(profile)['description']}", flush=True)
     if args.list:
         for p in plans:
-            what = f"skipped: {p.skip}" if p.skip else f"{p.cells} cells: python -m artifact.run -m {' '.join(p.overrides)}"
+            command = f"python -m artifact.run -m {' '.join(p.overrides)}"
+            what = f"skipped: {p.skip}" if p.skip else f"{p.cells} cells: {command}"
             print(f"{p.name}: {what}")
         return 0
     started = time.monotonic()
@@ -82,9 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     minutes = (time.monotonic() - started) / 60
     print(f"\nexperiments done in {minutes:.1f} min" + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
     if not args.no_report:
-        from .report.__main__ import main as report_main
-        rc = report_main(["--traces-dir", args.traces_dir, "--out", args.out])
-        failed += ["report"] if rc else []
+        from .report.build import report
+        failed += ["report"] if report(Path(args.traces_dir), Path(args.out)) else []
     return 1 if failed else 0
 
 

@@ -3,28 +3,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-from .config import ConfigError
+from .config import BadInput
 
 WHERE_TO_GET = ("run `make data` (needs the Hugging Face hub) or point ARTIFACT_DATA_DIR at a folder "
                 "holding it (CI and tests use ../shared/data)")
 
 
-@lru_cache(maxsize=8)
 def _verified_bytes(path: str, sha256: str, sha256_raw: str | None) -> bytes:
     """The file's bytes with CRLF normalised to LF, after checking its checksum."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"corpus file {p} is missing; {WHERE_TO_GET}")
+        raise BadInput(f"corpus file {p} is missing; {WHERE_TO_GET}")
     raw = p.read_bytes()
     normalised = raw.replace(b"\r\n", b"\n")
     found = {hashlib.sha256(raw).hexdigest(), hashlib.sha256(normalised).hexdigest()}
     if not found & {sha256, sha256_raw}:
-        raise ConfigError(f"corpus file {p} has sha256 {hashlib.sha256(raw).hexdigest()}, expected {sha256}; "
+        raise BadInput(f"corpus file {p} has sha256 {hashlib.sha256(raw).hexdigest()}, expected {sha256}; "
                           f"the file is not the reference copy: {WHERE_TO_GET}")
     return normalised
 
@@ -40,18 +38,17 @@ def corpus_items(data_dir: Path, workload) -> list[str]:
     try:
         return [item["input"] for item in json.loads(text)]
     except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"corpus file {data_dir / workload.file} is not a JSON list of {{'input': ...}}: {e}")
+        raise BadInput(f"corpus file {data_dir / workload.file} is not a JSON list of {{'input': ...}}: {e}")
 
 
-_TOKENIZED: dict = {}
-
-
-def text_ids(tokenizer, text: str, key: str) -> list[int]:
-    """Token ids of a whole corpus text, computed once per process and tokenizer."""
+def text_ids(tokenizer, text: str, key: str, cache: dict | None = None) -> list[int]:
+    """Token ids of a whole corpus text; with a `cache` (the session's), computed once per corpus and tokenizer."""
     k = (key, tokenizer.name_or_path, len(tokenizer))
-    if k not in _TOKENIZED:
-        _TOKENIZED[k] = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return _TOKENIZED[k]
+    if cache is None:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    if k not in cache:
+        cache[k] = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return cache[k]
 
 
 def bos_id(tokenizer) -> int | None:
@@ -61,7 +58,8 @@ def bos_id(tokenizer) -> int | None:
     return bos if bos is not None and probe and probe[0] == bos else None
 
 
-def build_prompts(tokenizer, data_dir: Path, workload, batch_size: int, in_len: int) -> tuple[torch.Tensor, dict]:
+def build_prompts(tokenizer, data_dir: Path, workload, batch_size: int, in_len: int, *,
+                  token_cache: dict | None = None) -> tuple[torch.Tensor, dict]:
     """`batch_size` distinct prompts of exactly `in_len` tokens (BOS counted when the tokenizer adds one).
 
     Returns the ids (batch, in_len) and a description for the record."""
@@ -69,10 +67,10 @@ def build_prompts(tokenizer, data_dir: Path, workload, batch_size: int, in_len: 
     body = in_len - (1 if bos is not None else 0)
     rows: list[list[int]] = []
     if workload.format == "text":
-        ids = text_ids(tokenizer, corpus_text(data_dir, workload), workload.name)
+        ids = text_ids(tokenizer, corpus_text(data_dir, workload), workload.name, token_cache)
         need = batch_size * body
         if need > len(ids):
-            raise ConfigError(f"batch_size*input tokens = {need} is more than {workload.name} holds "
+            raise BadInput(f"batch_size*input tokens = {need} is more than {workload.name} holds "
                               f"({len(ids)} tokens); lower batch_size or seq_len")
         rows = [ids[i * body:(i + 1) * body] for i in range(batch_size)]
         how = "consecutive non-overlapping windows from the start of the test text (CRLF->LF)"
@@ -84,7 +82,7 @@ def build_prompts(tokenizer, data_dir: Path, workload, batch_size: int, in_len: 
                 if len(rows) == batch_size:
                     break
         if len(rows) < batch_size:
-            raise ConfigError(f"batch_size={batch_size} is more than the {len(rows)} {workload.name} items "
+            raise BadInput(f"batch_size={batch_size} is more than the {len(rows)} {workload.name} items "
                               f"with >= {body} tokens; lower batch_size or seq_len")
         how = "first items (file order) with at least in_len tokens, each truncated to in_len"
     if bos is not None:

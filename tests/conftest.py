@@ -20,6 +20,13 @@ def conf(group: str, name: str):
     return load_group(group, name)
 
 
+def cell(*overrides: str, models_dir: Path | None = None):
+    """A resolved cell of the default config with these overrides (paths: the test's models, the shared data)."""
+    from artifact.config import compose, resolve
+    extra = [f"models_dir={models_dir}"] if models_dir is not None else []
+    return resolve(compose([*overrides, *extra, f"data_dir={DATA}"]))
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA / "wikitext-2-raw-v1" / "wiki.test.raw").is_file():
@@ -30,9 +37,9 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     """The embedded GGUF converted once per test session (the conversion itself is under test)."""
-    from artifact import models
+    from artifact import checkpoints
     root = tmp_path_factory.mktemp("models")
-    folder = models.converted_gguf_dir(conf("model", "smollm2-135m"), root)
+    folder = checkpoints.converted_gguf_dir(conf("model", "smollm2-135m"), root)
     assert (folder / "model.safetensors").is_file() and (folder / "provenance.json").is_file()
     return root
 
@@ -41,8 +48,7 @@ def models_dir(tmp_path_factory) -> Path:
 def smol(models_dir):
     """The embedded model in fp32, loaded in this process."""
     from artifact import models
-    loaded, _ = models.load(conf("model", "smollm2-135m"), conf("quant", "fp32"), "cpu", models_dir, 0)
-    return loaded
+    return models.load(cell("model=smollm2-135m", "quant=fp32", "device=cpu", models_dir=models_dir))
 
 
 class Cli:

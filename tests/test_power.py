@@ -18,8 +18,16 @@ from artifact.power.meters import Meter, MeterError, Reading, make_meter
 from artifact.power.modes import PowerModeError, PowerModes
 from artifact.power.rapl import RaplMeter
 from conftest import FAST
-from fakes import (AGX_ORIN_RAILS, WRITER_SCRIPT, HwmonWriter, install_fake_jtop, make_hwmon_tree, make_iio_tree,
-                   make_jetson, make_rapl_zone)
+from fakes import (
+    AGX_ORIN_RAILS,
+    WRITER_SCRIPT,
+    HwmonWriter,
+    install_fake_jtop,
+    make_hwmon_tree,
+    make_iio_tree,
+    make_jetson,
+    make_rapl_zone,
+)
 
 ORIN_TOTAL = list(AGX_ORIN_RAILS)
 
@@ -70,8 +78,12 @@ def test_summary_of_a_window_with_counter_and_idle():
     time.sleep(0.05)
     s.mark("timed_start", time.perf_counter())
     reps = []
-    for i in range(3):
-        a = time.perf_counter(); time.sleep(0.1); b = time.perf_counter(); time.sleep(0.3); c = time.perf_counter()
+    for _ in range(3):
+        a = time.perf_counter()
+        time.sleep(0.1)
+        b = time.perf_counter()
+        time.sleep(0.3)
+        c = time.perf_counter()
         reps.append({"t_start": a, "t_first_token": b, "t_end": c})
     s.mark("end", time.perf_counter())
     time.sleep(0.05)
@@ -85,7 +97,8 @@ def test_summary_of_a_window_with_counter_and_idle():
     assert e["prefill_j"] + e["decode_j"] == pytest.approx(sum(e["per_rep_j"]), rel=1e-6)
     a, b = s.samples[10].t + 1e-4, s.samples[11].t - 1e-4  # strictly between two samples: none inside
     short = window(s.samples, a, b)
-    assert short["power_w"] is None and short["energy_j"] == pytest.approx((b - a) * (s.samples[10].total_w + s.samples[11].total_w) / 2, rel=1e-3)
+    between = (s.samples[10].total_w + s.samples[11].total_w) / 2
+    assert short["power_w"] is None and short["energy_j"] == pytest.approx((b - a) * between, rel=1e-3)
     assert e["net_j"] == pytest.approx(e["timed_j"] - 50 * dur)
     assert e["per_token_j"] == pytest.approx(e["timed_j"] / (3 * 16))
     assert abs(e["sampled_vs_counter_rel"]) < 0.02 and e["counter_interval_s"] >= dur
@@ -151,7 +164,8 @@ def test_auto_detection_order_and_fallback(tmp_path):
     mcfg = load_group("meter", "auto")
     mcfg.sysfs_root = str(tmp_path)
     none = make_meter(mcfg, "cpu")
-    assert none.name == "none" and "ina3221: no INA3221 rails" in none.reason and "nvml: device is not CUDA" in none.reason
+    assert none.name == "none" and "ina3221: no INA3221 rails" in none.reason
+    assert "nvml: device is not CUDA" in none.reason
     make_rapl_zone(tmp_path, 0, 10**9)
     assert make_meter(mcfg, "cpu").name == "rapl"
     make_hwmon_tree(tmp_path)
@@ -176,11 +190,15 @@ def test_idle_window_and_invalid_coverage(tmp_path):
     mcfg = load_group("meter", "ina3221")
     mcfg.sysfs_root, mcfg.idle_seconds = str(tmp_path), 1.0
     meter = make_meter(mcfg, "cpu")
-    idle = idle_power(meter, mcfg, "fake-mode")
-    assert idle["status"] == "ok" and idle["power_w"]["median"] == pytest.approx(20.0) and idle["measured_in"] == "this cell"
-    assert idle_power(meter, mcfg, "fake-mode")["measured_in"].startswith("an earlier cell")
+    measured: dict = {}  # the session's idle cache
+    idle = idle_power(meter, mcfg, "fake-mode", measured=measured)
+    assert idle["status"] == "ok" and idle["power_w"]["median"] == pytest.approx(20.0)
+    assert idle["measured_in"] == "this cell"
+    assert idle_power(meter, mcfg, "fake-mode", measured=measured)["measured_in"].startswith("an earlier cell")
     s = Sampler(meter, 10).start()
-    a = time.perf_counter(); time.sleep(0.15); b = time.perf_counter()
+    a = time.perf_counter()
+    time.sleep(0.15)
+    b = time.perf_counter()
     s.stop()
     out = summarize(s, [{"t_start": a, "t_first_token": a, "t_end": b}], idle, mcfg,
                     {"batch_size": 1, "in_len": 1, "out_len": 1, "generated_per_rep": 1})

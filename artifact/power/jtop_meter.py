@@ -12,7 +12,7 @@ class JtopMeter(Meter):
 
     def __init__(self, interval_s: float = 0.5):
         try:
-            from jtop import jtop, JtopException
+            from jtop import JtopException, jtop
         except ImportError as e:
             raise MeterError(f"meter=jtop needs jetson-stats: pip install -e '.[jetson]' ({e})")
         self.period_s = max(0.5, interval_s)

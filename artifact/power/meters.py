@@ -6,10 +6,10 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from ..config import ConfigError
+from ..config import BadInput
 
 
-class MeterError(ConfigError):
+class MeterError(BadInput):
     """The requested sensor is not there or not readable: one line, no record."""
 
 
@@ -68,16 +68,16 @@ class NoMeter(Meter):
         raise MeterError(f"no sensor: {self.reason}")
 
 
-def make_meter(mcfg, device: str) -> Meter:
+def make_meter(meter_cfg, device: str) -> Meter:
     """The meter named by conf/meter; `auto` tries ina3221 -> nvml -> rapl -> none."""
     from . import ina3221, jtop_meter, nvml, rapl
-    builders = {"ina3221": lambda: ina3221.Ina3221Meter(mcfg.sysfs_root, list(mcfg.total_rails)),
-                "jtop": lambda: jtop_meter.JtopMeter(mcfg.jtop_interval_s),
-                "nvml": lambda: nvml.NvmlMeter(_gpu_index(device), mcfg.nvml_field),
-                "rapl": lambda: rapl.RaplMeter(mcfg.sysfs_root, mcfg.rapl_domains),
+    builders = {"ina3221": lambda: ina3221.Ina3221Meter(meter_cfg.sysfs_root, list(meter_cfg.total_rails)),
+                "jtop": lambda: jtop_meter.JtopMeter(meter_cfg.jtop_interval_s),
+                "nvml": lambda: nvml.NvmlMeter(_gpu_index(device), meter_cfg.nvml_field),
+                "rapl": lambda: rapl.RaplMeter(meter_cfg.sysfs_root, meter_cfg.rapl_domains),
                 "none": lambda: NoMeter()}
-    if mcfg.name != "auto":
-        return builders[mcfg.name]()
+    if meter_cfg.name != "auto":
+        return builders[meter_cfg.name]()
     tried = []
     for name in ("ina3221", "nvml", "rapl"):
         if name == "nvml" and not device.startswith("cuda"):

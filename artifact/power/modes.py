@@ -16,12 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..config import ConfigError
+from ..config import BadInput
 
 MODE_LINE = re.compile(r"<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=([^\s>]+)\s*>")
 
 
-class PowerModeError(ConfigError):
+class PowerModeError(BadInput):
     pass
 
 
@@ -46,12 +46,12 @@ def _count_cpus(spec: str) -> int:
 class PowerModes:
     """One per process: remembers the mode found at the start and puts it back at the end."""
 
-    def __init__(self, pcfg):
-        self.root = Path(pcfg.root)
-        self.conf = self.root / pcfg.nvpmodel_conf.lstrip("/")
-        self.nvpmodel = pcfg.nvpmodel
-        self.gpu_devfreq_glob = pcfg.gpu_devfreq_glob
-        self.emc_max_rate = pcfg.emc_max_rate_path
+    def __init__(self, power_cfg):
+        self.root = Path(power_cfg.root)
+        self.conf = self.root / power_cfg.nvpmodel_conf.lstrip("/")
+        self.nvpmodel = power_cfg.nvpmodel
+        self.gpu_devfreq_glob = power_cfg.gpu_devfreq_glob
+        self.emc_max_rate = power_cfg.emc_max_rate_path
         self.previous: tuple[str, int] | None = None
         self.current: str | None = None
 
@@ -92,51 +92,52 @@ class PowerModes:
                 "emc_max_hz": int(emc_max) if emc_max else None}
 
     # ---------------------------------------------------------------- planning
-    def resolve(self, pcfg) -> int:
+    def resolve(self, power_cfg) -> int:
         if not is_jetson(self.root):
-            raise PowerModeError(f"power={pcfg.name} needs a Jetson ({self.root / 'etc/nv_tegra_release'} not found); "
+            raise PowerModeError(f"power={power_cfg.name} needs a Jetson "
+                                 f"({self.root / 'etc/nv_tegra_release'} not found); "
                                  f"use power=none here, or power.dry_run=true to see what would be done")
         if not self.conf.is_file():
             raise PowerModeError(f"{self.conf} not found; nvpmodel modes cannot be looked up by name")
         modes = modes_in_conf(self.conf)
-        if pcfg.nvpmodel_name not in modes:
-            raise PowerModeError(f"power mode {pcfg.nvpmodel_name!r} is not in {self.conf} (modes there: "
+        if power_cfg.nvpmodel_name not in modes:
+            raise PowerModeError(f"power mode {power_cfg.nvpmodel_name!r} is not in {self.conf} (modes there: "
                                  f"{', '.join(modes)}); for a custom mode add the block printed by "
-                                 f"`python -m artifact.power.modes --conf-block {pcfg.name}`")
-        return modes[pcfg.nvpmodel_name]
+                                 f"`python -m artifact.power.modes --conf-block {power_cfg.name}`")
+        return modes[power_cfg.nvpmodel_name]
 
-    def plan(self, pcfg) -> list[str]:
+    def plan(self, power_cfg) -> list[str]:
         """The exact commands and checks, for power.dry_run=true."""
         note = []
         try:
-            mode_id = str(self.resolve(pcfg))
+            mode_id = str(self.resolve(power_cfg))
         except PowerModeError as e:
-            mode_id, note = f"<id of {pcfg.nvpmodel_name} in {self.conf}>", [f"note: {e}"]
+            mode_id, note = f"<id of {power_cfg.nvpmodel_name} in {self.conf}>", [f"note: {e}"]
         steps = [f"read the current mode: {self.nvpmodel} -q   (restored when the run or sweep ends)",
-                 f"apply: {self.nvpmodel} -m {mode_id}   ({pcfg.nvpmodel_name})",
-                 f"verify: {self.nvpmodel} -q reports {pcfg.nvpmodel_name}"]
+                 f"apply: {self.nvpmodel} -m {mode_id}   ({power_cfg.nvpmodel_name})",
+                 f"verify: {self.nvpmodel} -q reports {power_cfg.nvpmodel_name}"]
         for key, where in (("cpu_cores_online", "/sys/devices/system/cpu/online"),
                            ("cpu_max_khz", "/sys/devices/system/cpu/cpu0/cpufreq/scaling_max_freq"),
                            ("gpu_max_hz", f"/{self.gpu_devfreq_glob}/max_freq"),
                            ("emc_max_hz", f"/{self.emc_max_rate}")):
-            if pcfg.expect.get(key) is not None:
-                steps.append(f"verify: {where} gives {key} = {pcfg.expect[key]}")
+            if power_cfg.expect.get(key) is not None:
+                steps.append(f"verify: {where} gives {key} = {power_cfg.expect[key]}")
         return steps + ["restore the mode read in step 1 when the run or sweep ends (also on error or Ctrl-C)"] + note
 
     # ---------------------------------------------------------------- applying
-    def apply(self, pcfg) -> dict:
+    def apply(self, power_cfg) -> dict:
         """Switch to the mode (if not already in it), read it back, refuse a mismatch."""
-        mode_id = self.resolve(pcfg)
+        mode_id = self.resolve(power_cfg)
         if self.previous is None:
             self.previous = self.query()
             _restore_on_exit(self)
-        if self.current != pcfg.name:
+        if self.current != power_cfg.name:
             self._run("-m", str(mode_id))
-            self.current = pcfg.name
+            self.current = power_cfg.name
         state = self.readback()
-        problems = [] if state["mode"] == pcfg.nvpmodel_name else [f"mode is {state['mode']}"]
+        problems = [] if state["mode"] == power_cfg.nvpmodel_name else [f"mode is {state['mode']}"]
         unverified = []
-        for key, want in pcfg.expect.items():
+        for key, want in power_cfg.expect.items():
             if want is None:
                 continue
             if state.get(key) is None:
@@ -144,8 +145,8 @@ class PowerModes:
             elif state[key] != want:
                 problems.append(f"{key} is {state[key]}, expected {want}")
         if problems:
-            raise PowerModeError(f"power mode {pcfg.name} did not take effect: {'; '.join(problems)}")
-        return {**state, "name": pcfg.name, "status": "set and verified", "unverified": unverified,
+            raise PowerModeError(f"power mode {power_cfg.name} did not take effect: {'; '.join(problems)}")
+        return {**state, "name": power_cfg.name, "status": "set and verified", "unverified": unverified,
                 "previous_mode": self.previous[0]}
 
     def restore(self) -> None:
@@ -168,11 +169,11 @@ def _restore_on_exit(modes: PowerModes) -> None:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
-def conf_block(pcfg, mode_id: int) -> str:
+def conf_block(power_cfg, mode_id: int) -> str:
     """An nvpmodel.conf POWER_MODEL block for a custom mode (AGX Orin 64GB names; check them against
     your L4T release's /etc/nvpmodel.conf before adding it)."""
-    e = pcfg.expect
-    lines = [f"< POWER_MODEL ID={mode_id} NAME={pcfg.nvpmodel_name} >"]
+    e = power_cfg.expect
+    lines = [f"< POWER_MODEL ID={mode_id} NAME={power_cfg.nvpmodel_name} >"]
     cores = e.get("cpu_cores_online")
     if cores is not None:
         lines += [f"CPU_ONLINE CORE_{i} {1 if i < cores else 0}" for i in range(12)]
@@ -188,6 +189,7 @@ def conf_block(pcfg, mode_id: int) -> str:
 
 def main() -> None:
     import argparse
+
     from ..config import load_group
     ap = argparse.ArgumentParser(description="Print an nvpmodel.conf block for a custom power mode.")
     ap.add_argument("--conf-block", required=True, metavar="NAME", help="a conf/power/NAME.yaml")

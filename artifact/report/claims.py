@@ -1,6 +1,12 @@
-"""The paper's claims (paper/claims.yaml) checked against the results table: PASS, FAIL or NOT APPLICABLE,
+"""The paper's claims (conf/claims.yaml) checked against the results table: PASS, FAIL or NOT APPLICABLE,
 with the measured value beside the paper's. Absolute Orin numbers are checked only on records taken on a
-Jetson; trends are checked on any hardware that produced the cells they read."""
+Jetson; trends are checked on any hardware that produced the cells they read.
+
+Each claim's `check.kind` is one function of CLAIM_CHECKS (falls_with, change, greater, less, values,
+oom_caps_batch), reading the rows of `check.study` that match `check.where`. Cells are compared only when
+equal in every MATCH setting but the one the claim varies. A metric absent in the compared cells (no power
+sensor, say) gives NOT APPLICABLE with the reason, never a verdict on zeros. Thresholds are the paper's
+numbers and the tolerances declared in conf/claims.yaml, never tuned to a result."""
 from __future__ import annotations
 
 import csv
@@ -41,6 +47,9 @@ def _missing(metric: str) -> str:
 
 
 def falls_with(c: dict, rows: list[dict]) -> tuple[str, str]:
+    """`metric` falls as `x` grows: in every series of cells equal but for x (MATCH), the value at the largest x
+    is below the value at the smallest by more than one standard deviation of either end (medians alone where
+    no spread was recorded). PASS if every series falls; NOT APPLICABLE with no series of two x values."""
     x, metric = c["x"], c["metric"]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -53,7 +62,8 @@ def falls_with(c: dict, rows: list[dict]) -> tuple[str, str]:
         rs = sorted(rs, key=lambda r: r[x])
         first, last = rs[0], rs[-1]
         spread = metric.replace("_median_", "_std_")
-        sd = lambda r: r.get(spread) or 0.0  # noqa: E731  (no spread recorded: medians alone decide)
+        def sd(r: dict, spread: str = spread) -> float:  # no spread recorded: medians alone decide
+            return r.get(spread) or 0.0
         ok &= last[metric] + sd(last) < first[metric] - sd(first)  # a fall beyond one std of either end
         out.append(f"{_name(first, 'model', 'quant', 'workload')} bs{first['batch_size']}: {first[metric]:.4g} ± "
                    f"{sd(first):.2g} -> {last[metric]:.4g} ± {sd(last):.2g} ({x} {first[x]} -> {last[x]})")
@@ -63,6 +73,8 @@ def falls_with(c: dict, rows: list[dict]) -> tuple[str, str]:
 
 
 def change(c: dict, rows: list[dict]) -> tuple[str, str]:
+    """The relative change of each `expect` metric from `vary`=b to `vary`=a (a / b - 1) is within `tolerance`
+    of the paper's, for every pair of cells equal but for `vary`."""
     pairs = _pairs(rows, c["vary"], c["a"], c["b"])
     if not pairs:
         return NA, f"no pair of cells {c['vary']}={c['a']} / {c['b']} measured alike"
@@ -101,14 +113,19 @@ def _ordered(c: dict, rows: list[dict], greater: bool) -> tuple[str, str]:
 
 
 def greater(c, rows):
+    """`metric` is larger with `vary`=a (each of a list) than with `vary`=b, in every pair of cells equal but
+    for `vary` (`models: smallest` keeps the smallest model only)."""
     return _ordered(c, rows, True)
 
 
 def less(c, rows):
+    """As `greater`, with `metric` smaller."""
     return _ordered(c, rows, False)
 
 
 def values(c: dict, rows: list[dict]) -> tuple[str, str]:
+    """Absolute values: each `expect` point (its MATCH keys select the cell) within `tolerance` (relative) of
+    the paper's number. Meant for `applies_to: orin` claims, read only from Jetson records."""
     out, ok = [], True
     for point in c["expect"]:
         where = {k: v for k, v in point.items() if k in MATCH}
@@ -144,7 +161,7 @@ def oom_caps_batch(c: dict, rows: list[dict]) -> tuple[str, str]:
     return (PASS if ok else FAIL), "; ".join(out)
 
 
-KINDS = {"falls_with": falls_with, "change": change, "greater": greater, "less": less, "values": values,
+CLAIM_CHECKS = {"falls_with": falls_with, "change": change, "greater": greater, "less": less, "values": values,
          "oom_caps_batch": oom_caps_batch}
 
 
@@ -161,7 +178,7 @@ def evaluate(claims: list[dict], rows: list[dict]) -> list[dict]:
                                      f"{', '.join(hosts)} (no Jetson)" if claim["applies_to"] == "orin"
                                      else f"no records of study {c['study']} match {c.get('where') or 'it'}")
         else:
-            verdict, measured = KINDS[c["kind"]](c, selected)
+            verdict, measured = CLAIM_CHECKS[c["kind"]](c, selected)
         table.append({"id": claim["id"], "claim": claim["claim"], "applies_to": claim["applies_to"],
                       "verdict": verdict, "measured": measured, "paper": claim["paper"]})
     return table
@@ -174,7 +191,8 @@ def write(table: list[dict], out_dir: Path, caption: str) -> list[Path]:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows({k: t[k] for k in fields} for t in table)
-    md = ["# Claims check", "", f"*{caption}*", "", "| id | verdict | claim | paper | measured here |", "|---|---|---|---|---|"]
+    md = ["# Claims check", "", f"*{caption}*", "",
+          "| id | verdict | claim | paper | measured here |", "|---|---|---|---|---|"]
     md += [f"| {t['id']} | **{t['verdict']}** | {t['claim']} | {t['paper']} | {t['measured']} |" for t in table]
     (out_dir / "claims.md").write_text("\n".join(md) + "\n")
     return [out_dir / "claims.csv", out_dir / "claims.md"]

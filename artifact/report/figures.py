@@ -42,7 +42,7 @@ def series_label(row: dict, keys: list[str]) -> str:
     return ", ".join(f"{k}={row[k]}" if k in ("batch_size", "seq_len") else str(row[k]) for k in keys) or "all"
 
 
-def _order(values: list, key: str) -> list:
+def order(values: list, key: str) -> list:
     if key == "quant":
         return sorted(values, key=lambda v: QUANT_ORDER.index(v) if v in QUANT_ORDER else len(QUANT_ORDER))
     return sorted(values, key=lambda v: (isinstance(v, str), v))
@@ -82,7 +82,8 @@ def lines(spec: dict, rows: list[dict], axes) -> list[dict]:
                     ax.annotate("OOM", (r[x], 0.97), xycoords=("data", "axes fraction"), textcoords="offset points",
                                 xytext=(0, -12), ha="center", fontsize=7, color=color)
             for r in rs:
-                data.append({"panel": panel, "series": label, "x": r[x], "value": r.get(panel) if r["status"] == "ok" else None,
+                data.append({"panel": panel, "series": label, "x": r[x],
+                             "value": r.get(panel) if r["status"] == "ok" else None,
                              "error": r.get(ERRORS.get(panel, "")) if r["status"] == "ok" else None,
                              "status": r["status"], "record": r["record"]})
         if not drawn:
@@ -102,8 +103,8 @@ def lines(spec: dict, rows: list[dict], axes) -> list[dict]:
 def bars(spec: dict, rows: list[dict], axes) -> list[dict]:
     x, series = _key(spec["x"]), _key(spec["series"])
     keys = varying(rows, exclude=(x, series))
-    cats = _order(list({r[x] for r in rows}), x)
-    sers = _order(list({r[series] for r in rows}), series)
+    cats = order(list({r[x] for r in rows}), x)
+    sers = order(list({r[series] for r in rows}), series)
     width = 0.8 / max(1, len(sers))
     data = []
     for ax, panel in zip(axes, spec["panels"]):
@@ -135,7 +136,7 @@ def bars(spec: dict, rows: list[dict], axes) -> list[dict]:
     return data
 
 
-KINDS = {"lines": lines, "bars": bars}
+FIGURE_DRAWERS = {"lines": lines, "bars": bars}  # conf/experiment figure.kind
 
 
 def draw(exp: dict, rows: list[dict], caption: str, out_dir: Path) -> list[Path]:
@@ -146,7 +147,7 @@ def draw(exp: dict, rows: list[dict], caption: str, out_dir: Path) -> list[Path]
     nrows = (n + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.3 * nrows + 0.5), squeeze=False)
     flat = list(axes.flat)
-    data = KINDS[spec["kind"]](spec, rows, flat[:n])
+    data = FIGURE_DRAWERS[spec["kind"]](spec, rows, flat[:n])
     for ax in flat[n:]:
         ax.set_visible(False)
     fig.suptitle(exp["title"], fontsize=11)
@@ -164,6 +165,7 @@ def draw(exp: dict, rows: list[dict], caption: str, out_dir: Path) -> list[Path]
         w = csv.DictWriter(f, fieldnames=DATA_FIELDS)
         w.writeheader()
         for d in data:
-            w.writerow({k: "" if d[k] is None else (f"{d[k]:.6g}" if isinstance(d[k], float) else d[k]) for k in DATA_FIELDS})
+            w.writerow({k: "" if d[k] is None else (f"{d[k]:.6g}" if isinstance(d[k], float) else d[k])
+                        for k in DATA_FIELDS})
     written.append(base.with_suffix(".csv"))
     return written

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from ..schema import Result
+
 MIB = 2 ** 20
 # (column, meaning). The unit is the name's suffix: _s seconds, _tok_s tokens per second, _mib MiB,
 # _w watts, _j joules; perplexity has none.
@@ -37,41 +39,40 @@ COLUMNS = [
     ("cell_hash", "cell identity"), ("record", "the record folder"),
 ]
 NAMES = [c for c, _ in COLUMNS]
-NUMERIC = {c for c in NAMES if c.endswith(("_s", "_mib", "_w", "_j")) or c in
-           ("params", "batch_size", "seq_len", "in_len", "out_len", "reps", "perplexity", "ppl_tokens")}
-
-
-def _get(d: dict, *path, default=None):
-    for key in path:
-        if not isinstance(d, dict) or key not in d:
-            return default
-        d = d[key]
-    return d
+INTEGER = ("params", "batch_size", "seq_len", "in_len", "out_len", "reps", "ppl_tokens")
+NUMERIC = {c for c in NAMES if c.endswith(("_s", "_mib", "_w", "_j")) or c in (*INTEGER, "perplexity")}
 
 
 def row_from_record(folder: Path) -> dict:
-    result = json.loads((folder / "result.json").read_text())
+    """One results-table row from a record folder: its config.yaml and the named sections of its result.json
+    (artifact.schema.Result). A section or value the record lacks is None: absent, never zero."""
+    result: Result = json.loads((folder / "result.json").read_text())
     config = yaml.safe_load((folder / "config.yaml").read_text())
-    m, prov, p = result.get("metrics", {}), result.get("provenance", {}), result.get("power", {})
-    def stat(metric: str, s: str):
-        if s == "std" and (_get(m, metric, "n") or 0) < 2:
-            return None  # one repetition has no spread: absent, not zero
-        return _get(m, metric, s)
+    metrics, prov, power = result.get("metrics", {}), result.get("provenance", {}), result.get("power", {})
+    tokens, model, memory = result.get("tokens", {}), result.get("model", {}), result.get("memory", {})
+    ppl, energy = result.get("perplexity", {}), power.get("energy", {})
+    timed_power = (power.get("timed") or {}).get("power_w") or {}
+    idle_power = (power.get("idle") or {}).get("power_w") or {}
+    device = str(result.get("device", ""))
 
-    mem = _get(result, "memory", "incremental_peak_bytes")
-    weights = _get(result, "model", "weight_bytes")
-    row = {
+    def stat(metric: str, s: str):
+        summary = metrics.get(metric)
+        if summary is None or (s == "std" and summary["n"] < 2):
+            return None  # not measured; or one repetition, which has no spread: absent, not zero
+        return summary[s]
+
+    mem, weights = memory.get("incremental_peak_bytes"), model.get("weight_bytes")
+    return {
         "study": config["study"], "profile": config.get("profile", ""), "model": config["model"]["name"],
         # the config's count: packed 4-bit weights make the loaded count smaller
-        "params": config["model"].get("params") or _get(result, "model", "params"),
+        "params": config["model"].get("params") or model.get("params"),
         "weights": config["model"]["weights"],
         "quant": config["quant"]["name"], "workload": config["workload"]["name"],
         "batch_size": config["batch_size"], "seq_len": config["seq_len"],
-        "in_len": _get(result, "tokens", "in_len"), "out_len": _get(result, "tokens", "out_len"),
+        "in_len": tokens.get("in_len"), "out_len": tokens.get("out_len"),
         "power_mode": config["power"]["name"], "meter": config["meter"]["name"], "device": result.get("device"),
-        "host_kind": "jetson" if prov.get("l4t_release") else str(result.get("device", "")).split(":")[0],
-        "hardware": (prov.get("gpu_name") if str(result.get("device", "")).startswith("cuda") else None)
-        or prov.get("cpu_model"),
+        "host_kind": "jetson" if prov.get("l4t_release") else device.split(":")[0],
+        "hardware": (prov.get("gpu_name") if device.startswith("cuda") else None) or prov.get("cpu_model"),
         "date": result.get("started_at"), "status": result["status"], "message": result.get("message", ""),
         "reps": stat("latency_s", "n"),
         "latency_median_s": stat("latency_s", "median"), "latency_mean_s": stat("latency_s", "mean"),
@@ -83,15 +84,14 @@ def row_from_record(folder: Path) -> dict:
         "per_token_median_s": stat("per_token_latency_s", "median"),
         "mem_peak_mib": mem / MIB if mem is not None else None,
         "weights_mib": weights / MIB if weights is not None else None,
-        "perplexity": _get(result, "perplexity", "perplexity"), "ppl_tokens": _get(result, "perplexity", "scored_tokens"),
-        "power_status": p.get("status", "no sensor"),
-        "power_median_w": _get(p, "timed", "power_w", "median"), "power_mean_w": _get(p, "timed", "power_w", "mean"),
-        "idle_power_w": _get(p, "idle", "power_w", "median"),
-        "energy_j": _get(p, "energy", "per_rep_j_median"), "energy_per_token_j": _get(p, "energy", "per_token_j"),
-        "net_energy_per_token_j": _get(p, "energy", "net_per_token_j"),
+        "perplexity": ppl.get("perplexity"), "ppl_tokens": ppl.get("scored_tokens"),
+        "power_status": power.get("status", "no sensor"),
+        "power_median_w": timed_power.get("median"), "power_mean_w": timed_power.get("mean"),
+        "idle_power_w": idle_power.get("median"),
+        "energy_j": energy.get("per_rep_j_median"), "energy_per_token_j": energy.get("per_token_j"),
+        "net_energy_per_token_j": energy.get("net_per_token_j"),
         "cell_hash": result["cell_hash"], "record": str(folder),
     }
-    return row
 
 
 def collect(traces_dir: str | Path) -> list[dict]:
@@ -132,7 +132,7 @@ def read_csv(path: Path) -> list[dict]:
                 typed[k] = None
             elif k in NUMERIC:
                 x = float(v)
-                typed[k] = int(x) if k in ("params", "batch_size", "seq_len", "in_len", "out_len", "reps", "ppl_tokens") else x
+                typed[k] = int(x) if k in INTEGER else x
             else:
                 typed[k] = v
         out.append(typed)

