@@ -4,6 +4,7 @@
 #   make figures       rebuild figures and tables from the records (or the committed paper/results.csv)
 #   make check         the claims table
 #   make test          set up and run the test suite
+#   make lint          ruff (pyproject.toml [tool.ruff]): must be clean
 #   make run ARGS='model=smollm2-135m quant=int8 batch_size=4'
 #   make gptq          add GPTQ (quant=gptq-int4) on a CUDA host
 #   make ui            MLflow UI on http://127.0.0.1:5000
@@ -24,7 +25,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 STAMP := $(VENV)/.installed
 
-.PHONY: setup gptq run test bench ui data reproduce figures check push pull clean
+.PHONY: setup gptq run test lint bench ui data reproduce figures check push pull clean
 
 setup: $(STAMP)
 
@@ -64,6 +65,9 @@ pull: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check artifact tests hydra_plugins
 
 bench: $(STAMP)
 	$(BIN)/python -m artifact.bench $(ARGS)
