@@ -56,10 +56,10 @@ def row_from_record(folder: Path) -> dict:
     device = str(result.get("device", ""))
 
     def stat(metric: str, s: str):
-        summary = metrics.get(metric)
-        if summary is None or (s == "std" and summary["n"] < 2):
-            return None  # not measured; or one repetition, which has no spread: absent, not zero
-        return summary[s]
+        summary = metrics.get(metric) or {}
+        if s == "std" and (summary.get("n") or 0) < 2:
+            return None  # one repetition has no spread: absent, not zero
+        return summary.get(s)
 
     mem, weights = memory.get("incremental_peak_bytes"), model.get("weight_bytes")
     return {
