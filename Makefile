@@ -49,7 +49,7 @@ run: $(STAMP)
 
 reproduce: $(STAMP)
 	$(BIN)/python -m artifact.experiments --set-profile $(PROFILE)
-	$(DVC) repro report
+	start=$$(date +%s); $(DVC) repro report && $(BIN)/python -m artifact.timing --since $$start
 
 figures: $(STAMP)
 	$(BIN)/python -m artifact.report

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import platform
+import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, distribution, version
 from pathlib import Path
@@ -140,20 +141,25 @@ def source_weights(cell: Cell) -> Weights:
     return Weights(model_cfg.hub_id, kwargs, f"hub {model_cfg.hub_id}@{model_cfg.revision}")
 
 
-def synthetic_checkpoint(cell: Cell) -> Path:
-    """Quantizers read a checkpoint, so synthetic int8/int4/GPTQ goes through a saved fp16 copy of the random
-    weights (made once per model and seed, on the CPU). models/synthetic/ is in .dvcignore: these are rebuilt
-    from the seed in minutes, not worth a DVC cache of 2 bytes per parameter."""
-    model_cfg = cell.model
+def _save_synthetic(cell: Cell, folder: Path, device: str) -> dict:
+    """The random fp16 weights of the cell's architecture, built on `device`, saved with the stand-in tokenizer
+    (a self-contained checkpoint: quantizers load the tokenizer from it). Returns its provenance."""
+    build_synthetic(cell.model, torch.float16, device, cell.seed).save_pretrained(folder)
+    tokenizer, tokenizer_source = stand_in_tokenizer(cell)
+    tokenizer.save_pretrained(folder)
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return {"kind": "synthetic", "dtype": "float16", "tokenizer": tokenizer_source, "built_on": device,
+            "source": f"random init of conf/model/{cell.model.name}.yaml's architecture, seed {cell.seed}"}
 
-    def build(tmp: Path) -> dict:
-        build_synthetic(model_cfg, torch.float16, "cpu", cell.seed).save_pretrained(tmp)
-        tokenizer, tokenizer_source = stand_in_tokenizer(cell)
-        tokenizer.save_pretrained(tmp)  # a self-contained checkpoint: quantizers load the tokenizer from it
-        return {"kind": "synthetic",
-                "source": f"random init of conf/model/{model_cfg.name}.yaml's architecture, seed {cell.seed}",
-                "dtype": "float16", "tokenizer": tokenizer_source}
-    return prepared(cell.models_dir / "synthetic" / f"{model_cfg.name}-seed{cell.seed}", build)
+
+def synthetic_checkpoint(cell: Cell) -> Path:
+    """A CPU quantizer (bitsandbytes on a CPU) reads a checkpoint, so synthetic int8/int4 on a CPU goes through a
+    saved fp16 copy of the random weights (made once per model and seed, on the CPU). On CUDA no copy is made:
+    bitsandbytes quantizes the weights in GPU memory (architecture.quantize_in_memory), and GPTQ quantizes from a
+    temporary copy of weights built on the GPU. models/synthetic/ is in .dvcignore: rebuilt from the seed."""
+    return prepared(cell.models_dir / "synthetic" / f"{cell.model.name}-seed{cell.seed}",
+                    lambda tmp: _save_synthetic(cell, tmp, "cpu"))
 
 
 # ---------------------------------------------------------------- GPTQ
@@ -186,15 +192,26 @@ def gptq_checkpoint(cell: Cell) -> Path:
         return target
     quant = cell.quant
     tool_version = gptq.check_available(quant, cell.device)
-    source = source_weights(cell)
-    tokenizer, _ = tokenizer_for(cell, source)
+    synthetic = cell.model.weights == "synthetic"
+    if synthetic:  # random weights built on the GPU into a temporary fp16 copy, removed once quantized
+        tokenizer, _ = stand_in_tokenizer(cell)
+        description = f"synthetic (random init on {cell.device}, seed {cell.seed}), a temporary fp16 copy"
+    else:
+        source = source_weights(cell)
+        tokenizer, _ = tokenizer_for(cell, source)
+        description = source.description
     windows, calibration = gptq.calibration_windows(tokenizer, cell)
     g = quant.gptq
 
     def build(tmp: Path) -> dict:
-        settings = gptq.quantize(source, tokenizer, quant, windows, tmp)
+        if not synthetic:
+            settings = gptq.quantize(source, tokenizer, quant, windows, tmp)
+        else:
+            with tempfile.TemporaryDirectory(prefix=".fp16-source-", dir=cell.models_dir) as copy:
+                _save_synthetic(cell, Path(copy), cell.device)
+                settings = gptq.quantize(Weights(Path(copy), {}, description), tokenizer, quant, windows, tmp)
         return {"kind": "gptq", "tool": g.tool, "tool_version": tool_version, "settings": settings,
-                "calibration": calibration, "source": source.description, "device": torch.cuda.get_device_name(),
+                "calibration": calibration, "source": description, "device": torch.cuda.get_device_name(),
                 "model": to_container(cell.model), "quant": to_container(quant)}
 
     print(f"quantizing {cell.model.name} once with {g.tool} {tool_version} (GPTQ {g.bits}-bit, group "

@@ -158,6 +158,7 @@ class RunConfig:
     max_reps: int = 100
     seed: int = 0
     force: bool = False
+    batch_ladder: bool = False          # a batch that runs out of memory implies OOM for the larger batches
     traces_dir: str = "traces"
     models_dir: str = "models"
     data_dir: str = "data"
@@ -388,6 +389,7 @@ class Cell:
     seed: int
     study: str
     force: bool
+    batch_ladder: bool                  # larger batches than one that ran out of memory are OOM by implication
     models_dir: Path
     data_dir: Path
     traces_dir: Path
@@ -419,7 +421,8 @@ def resolve(cfg: DictConfig) -> Cell:
         meter=cfg.meter, power=cfg.power, tracking=cfg.tracking, device=resolve_device(cfg.device),
         batch_size=cfg.batch_size, seq_len=cfg.seq_len, in_len=in_len, out_len=out_len,
         repetitions=Repetitions(cfg.warmup, cfg.min_reps, cfg.min_seconds, cfg.max_reps),
-        seed=cfg.seed, study=cfg.study, force=cfg.force, models_dir=Path(os.path.expanduser(str(cfg.models_dir))),
+        seed=cfg.seed, study=cfg.study, force=cfg.force, batch_ladder=cfg.batch_ladder,
+        models_dir=Path(os.path.expanduser(str(cfg.models_dir))),
         data_dir=Path(os.path.expanduser(str(cfg.data_dir))), traces_dir=Path(os.path.expanduser(str(cfg.traces_dir))))
 
 

@@ -2,6 +2,7 @@
 timed separately, generated token counts checked, incremental peak memory."""
 from __future__ import annotations
 
+import gc
 import statistics
 import threading
 import time
@@ -57,7 +58,8 @@ class MemoryProbe:
 
     CPU (and Jetson unified memory): process RSS; the kernel's high-water mark (VmHWM) is reset through
     /proc/self/clear_refs when allowed, else RSS is polled every 5 ms. CUDA: torch's peak allocated and
-    reserved bytes besides."""
+    reserved bytes besides, after the allocator's cached blocks of earlier cells are released (so that the
+    baseline is the weights), and the GPU's used memory as nvidia-smi shows it at the start."""
 
     def __init__(self, device: str):
         self.device = device
@@ -103,9 +105,13 @@ class MemoryProbe:
             self._poll = threading.Thread(target=self._poll_rss, daemon=True)
             self._poll.start()
         if self.device.startswith("cuda"):
+            from .power.nvml import memory_used_bytes
+            gc.collect()
+            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
             self.cuda_alloc_base = torch.cuda.memory_allocated(self.device)
             self.cuda_reserved_base = torch.cuda.memory_reserved(self.device)
+            self.gpu_used_base = memory_used_bytes(self.device)
 
     def _poll_rss(self) -> None:
         while not self._stop.wait(0.005):
@@ -128,6 +134,10 @@ class MemoryProbe:
                 "cuda_allocated_baseline_bytes": self.cuda_alloc_base,
                 "cuda_incremental_peak_allocated_bytes": peak_allocated - self.cuda_alloc_base,
                 "cuda_incremental_peak_reserved_bytes": peak_reserved - self.cuda_reserved_base,
+                "cuda_reserved_baseline_bytes": self.cuda_reserved_base,
+                "cuda_peak_allocated_bytes": peak_allocated,
+                "cuda_peak_reserved_bytes": peak_reserved,
+                "gpu_used_at_start_bytes": self.gpu_used_base,
             })
             out["incremental_peak_bytes"] = out["cuda_incremental_peak_allocated_bytes"]
             out["memory_kind"] = "torch CUDA peak allocated over the pre-run baseline"

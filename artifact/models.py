@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoints, gptq
-from .architecture import build_synthetic, count_params
+from .architecture import build_synthetic, count_params, quantize_in_memory
 from .config import BadInput, Cell
 from .schema import ModelInfo
 
@@ -74,14 +74,22 @@ def quantization_config(quant, device: str):
 
 # ---------------------------------------------------------------- loading
 
+def built_on_device(cell: Cell) -> bool:
+    """Synthetic weights are built on the device and need no checkpoint: unquantized anywhere, and quantized by
+    bitsandbytes in GPU memory on CUDA. (bitsandbytes on a CPU and GPTQ read a checkpoint.)"""
+    if cell.model.weights != "synthetic" or cell.quant.method == "gptq":
+        return False
+    return cell.quant.method == "none" or cell.device.startswith("cuda")
+
+
 def _weights(cell: Cell) -> checkpoints.Weights | None:
     """Where this cell's weights load from, made first where they are derived (GGUF conversion, GPTQ
-    quantization, fp16 copy of synthetic weights), so that `load_seconds` is loading alone.
-    None: built on the device (synthetic weights, no quantizer)."""
+    quantization, fp16 copy of synthetic weights for a CPU quantizer), so that `load_seconds` is loading alone.
+    None: built on the device."""
     if cell.quant.method == "gptq":
         folder = checkpoints.gptq_checkpoint(cell)
         return checkpoints.Weights(folder, {}, f"GPTQ checkpoint {folder}")
-    if cell.model.weights == "synthetic" and quantization_config(cell.quant, cell.device) is None:
+    if built_on_device(cell):
         return None
     return checkpoints.source_weights(cell)
 
@@ -96,8 +104,13 @@ def _load(cell: Cell, weights: checkpoints.Weights | None) -> Loaded:
                        "quant_method": quant.method}
     if weights is None:
         tokenizer, info["tokenizer"] = checkpoints.stand_in_tokenizer(cell)
-        info["source"] = f"synthetic (random init, seed {cell.seed})"
-        return Loaded(build_synthetic(cell.model, dtype, device, cell.seed), tokenizer, info)
+        info["source"] = f"synthetic (random init on {device}, seed {cell.seed})"
+        model = build_synthetic(cell.model, dtype, device, cell.seed)
+        qconfig = quantization_config(quant, device)
+        if qconfig is not None:
+            info["source"] += ", quantized in GPU memory by bitsandbytes"
+            model = quantize_in_memory(model, qconfig, device)
+        return Loaded(model, tokenizer, info)
     info["source"] = weights.description
     location = weights.location
     prepared = checkpoints.provenance_of(location) if isinstance(location, Path) else {}
@@ -131,10 +144,12 @@ def _page_in(model: torch.nn.Module) -> None:
 def load(cell: Cell) -> Loaded:
     """The cell's model, loaded now (artifact.session reuses it while model, quant and device stay the same).
     Derived checkpoints are made before the load timer starts."""
-    weights = _weights(cell)
     start = time.perf_counter()
+    weights = _weights(cell)
+    built = time.perf_counter()
     loaded = _load(cell, weights)
-    loaded.info["load_seconds"] = round(time.perf_counter() - start, 3)
+    loaded.info["load_seconds"] = round(time.perf_counter() - built, 3)
+    loaded.info["prepare_seconds"] = round(built - start, 3)
     loaded.info["params"] = count_params(loaded.model)
     loaded.info["weight_bytes"] = int(loaded.model.get_memory_footprint())
     loaded.info["layer_types"] = sorted({type(m).__name__ for m in loaded.model.modules()

@@ -29,8 +29,9 @@ def stride_windows(n_tokens: int, window: int, stride: int, has_bos: bool) -> li
 
 
 def perplexity(model, tokenizer, ids: list[int], ppl, device: str) -> Perplexity:
-    """Perplexity of the corpus `ppl.corpus`, given as its token ids (the whole text, no special tokens), by the
-    declared method: strided windows of ppl.window tokens every ppl.stride, the first ppl.max_tokens only."""
+    """Perplexity of the corpus `ppl.corpus`, given as the token ids of its text tokenized whole (no special
+    tokens; the first ppl.max_tokens only where set), by the declared method: strided windows of ppl.window
+    tokens every ppl.stride."""
     if ppl.max_tokens:
         ids = ids[:ppl.max_tokens]
     bos = bos_id(tokenizer) if ppl.add_bos else None

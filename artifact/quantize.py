@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import checkpoints, experiments
+from . import checkpoints, disk, experiments
 from .config import BadInput, compose, override_value, resolve, validate
 
 
@@ -43,7 +43,9 @@ def prepare_one(cfg, models_dir: Path) -> Path | None:
     validate(cfg)
     cfg.models_dir = str(models_dir)
     if cfg.quant.method == "gptq":
-        return checkpoints.gptq_checkpoint(resolve(cfg))
+        cell = resolve(cfg)
+        disk.check_space(disk.checkpoint_bytes(cell), f"the {cell.model.name} {cell.quant.name} checkpoint")
+        return checkpoints.gptq_checkpoint(cell)
     if cfg.model.source == "gguf-package" and cfg.model.weights == "real":
         return checkpoints.converted_gguf_dir(cfg.model, models_dir)
     return None

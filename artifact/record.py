@@ -25,7 +25,8 @@ from .atomic import atomic_folder
 SCHEMA = 1
 FINISHED = ("ok", "oom")  # statuses that count as done; an error is retried on the next run
 # Config keys that do not change a result, so they are not part of a cell's identity.
-NOT_IDENTITY = ("study", "profile", "force", "traces_dir", "models_dir", "data_dir", "tracking", "device")
+NOT_IDENTITY = ("study", "profile", "force", "batch_ladder", "traces_dir", "models_dir", "data_dir", "tracking",
+                "device")
 # Power-mode keys that describe rather than set the mode.
 NOT_POWER_IDENTITY = ("dry_run", "clocks")
 
@@ -37,9 +38,10 @@ def cell_identity(config: dict, device: str) -> dict:
     (batch_size, seq_len, out_fraction, warmup, min_reps, min_seconds, max_reps, seed), the device kind (cpu or
     cuda, not which GPU), and `code`: the package version and the record schema number (SCHEMA), so a change of
     either makes every cell new. Out (NOT_IDENTITY): where things are written or read (traces_dir, models_dir,
-    data_dir, tracking), the grouping labels (study, profile) and force. A null `quant.gptq` (every non-GPTQ
-    quant) is left out, so that records made before GPTQ existed keep their identity. Records are found by
-    the 16-hex-digit sha256 of this dict (`cell_hash`): equal identity, same record, never measured twice."""
+    data_dir, tracking), the grouping labels (study, profile), and how a sweep runs (force, batch_ladder). A
+    null `quant.gptq` (every non-GPTQ quant) is left out, so that records made before GPTQ existed keep their
+    identity. Records are found by the 16-hex-digit sha256 of this dict (`cell_hash`): equal identity, same
+    record, never measured twice."""
     ident = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
     ident["power"] = {k: v for k, v in ident["power"].items() if k not in NOT_POWER_IDENTITY}
     if ident["quant"].get("gptq", "set") is None:
@@ -52,6 +54,11 @@ def cell_identity(config: dict, device: str) -> dict:
 def cell_hash(config: dict, device: str) -> str:
     blob = json.dumps(cell_identity(config, device), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def ladder_key(config: dict, device: str) -> str:
+    """The identity of a cell less its batch size: the cells of one batch ladder share it."""
+    return cell_hash({k: v for k, v in config.items() if k != "batch_size"}, device)
 
 
 def run_name(cfg: dict) -> str:
@@ -88,6 +95,18 @@ class CellStore:
         except (OSError, ValueError):
             return None
         return data if data.get("status") in FINISHED else None
+
+    def ooms(self) -> list[tuple[dict, dict]]:
+        """(config, result) of every record with status oom in this study."""
+        out = []
+        for result_path in sorted(self.root.glob("*/result.json")):
+            try:
+                result = json.loads(result_path.read_text())
+                if result.get("status") == "oom":
+                    out.append((yaml.safe_load((result_path.parent / "config.yaml").read_text()), result))
+            except (OSError, ValueError, yaml.YAMLError):
+                continue
+        return out
 
     # -------------------------------------------------------------- locking
     def _lock_path(self, cell_hash: str) -> Path:

@@ -4,6 +4,7 @@ Bad input: one line on stderr, exit 2, no record. A cell that fails while measur
 status error (oom for out-of-memory) and a sweep goes on; the exit code is 1 if any cell failed."""
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -14,16 +15,18 @@ import uuid
 from pathlib import Path
 
 import hydra
+import psutil
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from . import models
+from . import disk, models, timing
 from .config import BadInput, Cell, compose, one_line, overrides_from_params, register, resolve, to_container
 from .measure import TimedRun, TokenCountError, run_timed
 from .perplexity import perplexity
 from .power import NoMeter, Sampler, idle_power, summarize
+from .power.energy import MIN_WINDOW_PERIODS
 from .progress import LiveLine
 from .record import CellStore, cell_hash, run_name
 from .schema import Perplexity, Power, Rep, Result
@@ -59,15 +62,16 @@ def _timed_run(cell: Cell, session: Session, loaded: models.Loaded, prompts: tor
     """The timed generations, with the meter sampling through them where there is one. Returns the run, the
     power section (None without a sensor) and the power trace tables."""
     meter = session.meter(cell.meter, cell.device)
-    sampler = None
+    reps = cell.repetitions
+    sampler, min_seconds = None, reps.min_seconds
     if not isinstance(meter, NoMeter):
         idle = idle_power(meter, cell.meter, cell.power.name, measured=session.idle)
         sampler = Sampler(meter, cell.meter.rate_hz).start()
         live.sampler = sampler
-    reps = cell.repetitions
+        min_seconds = max(min_seconds, MIN_WINDOW_PERIODS * sampler.period_s)  # enough samples and counter ticks
     try:
         run = run_timed(loaded.model, loaded.tokenizer, prompts, cell.out_len, warmup=reps.warmup,
-                        min_reps=reps.min_reps, min_seconds=reps.min_seconds, max_reps=reps.max_reps,
+                        min_reps=reps.min_reps, min_seconds=min_seconds, max_reps=reps.max_reps,
                         device=cell.device, on_phase=sampler.mark if sampler else None)
     finally:
         if sampler:
@@ -75,6 +79,7 @@ def _timed_run(cell: Cell, session: Session, loaded: models.Loaded, prompts: tor
     if sampler is None:
         return run, None, {}
     power = summarize(sampler, run.reps, idle, cell.meter, run.tokens)
+    power["min_window_s"] = min_seconds
     return run, power, {"power.csv": sampler.trace_rows(), "marks.csv": sampler.mark_rows()}
 
 
@@ -84,11 +89,12 @@ def _perplexity(cell: Cell, session: Session, loaded: models.Loaded) -> Perplexi
         return {"status": "not measured",
                 "reason": "synthetic weights" if cell.model.weights == "synthetic" else "ppl=off"}
     key = json.dumps([to_container(cell.model), to_container(cell.quant), to_container(cell.ppl), cell.device])
-    if key not in session.perplexities:
-        text = corpus_text(cell.data_dir, cell.ppl_corpus)
-        ids = text_ids(loaded.tokenizer, text, cell.ppl_corpus.name, session.token_ids)
-        session.perplexities[key] = perplexity(loaded.model, loaded.tokenizer, ids, cell.ppl, cell.device)
-    return session.perplexities[key]
+    if key in session.perplexities:
+        return {**session.perplexities[key], "computed_in": "an earlier cell"}
+    text = corpus_text(cell.data_dir, cell.ppl_corpus)
+    ids = text_ids(loaded.tokenizer, text, cell.ppl_corpus.name, session.token_ids, n_tokens=cell.ppl.max_tokens)
+    session.perplexities[key] = perplexity(loaded.model, loaded.tokenizer, ids, cell.ppl, cell.device)
+    return {**session.perplexities[key], "computed_in": "this cell"}
 
 
 def measure_cell(cell: Cell, session: Session, cell_hash: str) -> tuple[Result, list[Rep], dict]:
@@ -165,6 +171,19 @@ def describe(result: Result) -> str:
     return "  ".join(parts)
 
 
+def implied_oom(cell: Cell, session: Session, key: str, smaller: tuple[int, str]) -> Result:
+    """The record of a cell not run because a smaller batch of its ladder ran out of memory (batch_ladder):
+    status oom, labelled by `implied_by` and the message, with no measurement."""
+    batch, by = smaller
+    return {"cell_hash": key, "record_id": uuid.uuid4().hex, "status": "oom",
+            "message": f"not run: batch_size={batch} ran out of memory with the same settings (record {by}), "
+                       f"so batch_size={cell.batch_size} cannot fit (batch_ladder=true)",
+            "device": cell.device, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "tokens": {"in_len": cell.in_len, "out_len": cell.out_len, "seq_len": cell.seq_len},
+            "implied_by": by, "cell_seconds": 0.0, "provenance": session.provenance(),
+            "power_mode": {"name": cell.power.name, "status": "not set (not run)"}}
+
+
 def run_cell(cell: Cell, session: Session) -> tuple[str, bool]:
     """Measure the cell unless a finished record exists. Returns its status and whether it was measured."""
     key = cell_hash(cell.config, cell.device)
@@ -179,17 +198,41 @@ def run_cell(cell: Cell, session: Session) -> tuple[str, bool]:
         print(f"{name}: another process holds {store.path(key)}.lock, skipped", flush=True)
         return "busy", False
     try:
-        mode = {"name": cell.power.name, "status": "not set (power=none)"}
-        if cell.power.kind != "none":
-            mode = session.power_modes(cell.power).apply(cell.power)
-        result, reps, tables = measure_cell(cell, session, key)
-        result["power_mode"] = mode
-        path = store.write(key, cell.config, result, reps, tables)
+        smaller = session.oom_below(store, cell) if cell.batch_ladder else None
+        if smaller is not None:
+            result, reps, tables = implied_oom(cell, session, key, smaller), [], {}
+        else:
+            mode = {"name": cell.power.name, "status": "not set (power=none)"}
+            if cell.power.kind != "none":
+                mode = session.power_modes(cell.power).apply(cell.power)
+            result, reps, tables = measure_cell(cell, session, key)
+            result["power_mode"] = mode
+            session.results.append(result)
+            session.traces_dir = cell.traces_dir
+            if result["status"] == "oom":
+                session.note_oom(cell.config, cell.device, key)
+        path = _write(store, key, cell, result, (reps, tables))
     finally:
         store.unlock(key)
+        models.release()  # the allocator's cached blocks: between cells the GPU holds the weights alone
     print(f"{name}: {describe(result)} -> {path}", flush=True)
     _log(cell, path, result)
     return result["status"], True
+
+
+def _write(store: CellStore, key: str, cell: Cell, result: Result, rows: tuple[list, dict]) -> Path:
+    """The record, written atomically; a full disk stops the sweep with one line (exit 1), the finished records
+    standing and nothing half-written."""
+    reps, tables = rows
+    try:
+        return store.write(key, cell.config, result, reps, tables)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"error: no space left on the device holding {store.path(key)} while writing its record "
+              f"({e.strerror}); nothing of it was written, the finished records stand: free space and run the same "
+              f"command again to resume", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 def _log(cell: Cell, path: Path, result: Result) -> None:
@@ -245,12 +288,35 @@ def preflight(args: list[str], session: Session) -> int:
                    for line, o in zip(lines, parsed)]
         base = [c[0] for c in choices]
         variants = [base] + [base[:i] + [v] + base[i + 1:] for i, c in enumerate(choices) for v in c[1:]]
-        for overrides in variants:
-            check_inputs(compose(overrides), session)
+        cells = [check_inputs(compose(overrides), session) for overrides in variants]
+        total = math.prod(len(c) for c in choices)
+        check_disk(cells[0], _checkpoint_cells(lines, choices, session), total)
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
-    return math.prod(len(c) for c in choices)
+    return total
+
+
+CHECKPOINT_KEYS = ("model", "quant", "seed", "device", "models_dir")  # what decides which checkpoints a cell builds
+
+
+def _checkpoint_cells(lines: list[str], choices: list[list[str]], session: Session) -> list[Cell]:
+    """Every combination of the swept values that decide checkpoints (model, quant, seed, ...), the rest at
+    their first value: the cells whose checkpoints the sweep may build."""
+    import itertools
+    varied = [c if line.lstrip("+~").split("=")[0].split(".")[0] in CHECKPOINT_KEYS else c[:1]
+              for line, c in zip(lines, choices)]
+    return [check_inputs(compose(list(combo)), session) for combo in itertools.product(*varied)]
+
+
+def check_disk(first: Cell, cells: list[Cell], total: int) -> None:
+    """The checkpoints the sweep will build and its records, against the free space where they go."""
+    needs: dict[Path, int] = {}
+    for cell in cells:
+        needs.update(disk.checkpoint_bytes(cell))
+    needs[first.traces_dir / first.study] = total * disk.RECORD_BYTES
+    disk.check_space(needs, f"this run ({total} cell{'s' if total > 1 else ''}: "
+                            f"{sum(needs.values()) / disk.GIB:.1f} GiB of checkpoints and records)")
 
 
 SLOWEST_FIRST = ("power", "model", "quant", "meter", "workload")
@@ -278,6 +344,7 @@ def cli() -> None:
     def main(cfg: DictConfig) -> None:
         run_job(cfg, session)
 
+    started = time.time()
     try:
         if not any(a.startswith(("--help", "-h", "--cfg", "--info", "--hydra-help", "-c")) for a in sys.argv[1:]):
             session.progress.total = preflight(sys.argv[1:], session)
@@ -285,6 +352,10 @@ def cli() -> None:
         main()
     finally:
         session.close()
+    if session.results:  # where the time went, from process start (imports included)
+        wall = time.time() - psutil.Process().create_time()
+        print(timing.render(timing.summarize(session.results, wall)), flush=True)
+        timing.log_sweep(session.traces_dir, started, wall, session.results)
     if session.failed:
         print(f"{len(session.failed)} cell(s) failed: {', '.join(session.failed)}", file=sys.stderr)
         sys.exit(1)

@@ -60,6 +60,10 @@ class Memory(TypedDict, total=False):
     cuda_allocated_baseline_bytes: int
     cuda_incremental_peak_allocated_bytes: int
     cuda_incremental_peak_reserved_bytes: int
+    cuda_reserved_baseline_bytes: int        # after the cached blocks of earlier cells were released
+    cuda_peak_allocated_bytes: int           # absolute peaks of the cell (weights included)
+    cuda_peak_reserved_bytes: int
+    gpu_used_at_start_bytes: Optional[int]   # NVML used memory (what nvidia-smi shows), None without NVML
 
 
 class ModelInfo(TypedDict, total=False):
@@ -69,6 +73,7 @@ class ModelInfo(TypedDict, total=False):
     source: str                 # where the weights came from, in words
     tokenizer: str              # where the tokenizer came from
     load_seconds: float         # loading alone (derived checkpoints are made before the timer starts)
+    prepare_seconds: float      # finding or making the derived checkpoints it loads (GGUF, GPTQ, fp16 copy)
     params: int                 # stored tensor elements (packed 4-bit weights count less than the model's params)
     weight_bytes: int           # model.get_memory_footprint()
     layer_types: list[str]      # the Linear classes that ran (the kernels)
@@ -83,7 +88,9 @@ class PowerWindow(TypedDict):
 
 
 class Energy(TypedDict, total=False):
-    timed_j: float               # sampled energy of the timed window, joules
+    source: str                  # counter (the meter's energy counter, apportioned by the samples) | samples
+    timed_j: float               # energy of the timed window, joules
+    sampled_timed_j: float       # the trapezoid over the samples alone, joules (the check where a counter exists)
     per_rep_j_median: float      # median energy of one batch (one repetition), joules
     per_rep_j: list[float]
     prefill_j: float
@@ -110,6 +117,7 @@ class Power(TypedDict, total=False):
     idle: dict[str, Any]         # idle power of the cell's power mode (status, power_w, seconds, energy_j)
     timed: PowerWindow
     energy: Energy
+    min_window_s: float          # the timed window's floor: max(min_seconds, MIN_WINDOW_PERIODS sampler periods)
 
 
 class Perplexity(TypedDict, total=False):
@@ -126,7 +134,8 @@ class Perplexity(TypedDict, total=False):
     add_bos: bool
     corpus: str
     text: str
-    seconds: float
+    seconds: float               # computing it
+    computed_in: str             # "this cell", or "an earlier cell" of the process (same model, quant and method)
 
 
 class Provenance(TypedDict, total=False):

@@ -4,18 +4,25 @@ nothing else in the package keeps state between cells."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from . import models, provenance
-from .config import Cell, to_container
+from .config import BadInput, Cell, to_container
 from .power import Meter, PowerModes, make_meter
 from .progress import SweepProgress
-from .schema import Provenance
+from .record import CellStore, ladder_key
+from .schema import Provenance, Result
+
+
+class LoadFailedBefore(RuntimeError):
+    """This model and precision failed to load (or to build its checkpoint) earlier in this process: not retried."""
 
 
 class Session:
     """The loaded model (reused while model, quant, device and seed stay the same), open meters and the idle
     power per power mode, the power-mode state (the mode to restore at the end), perplexities and corpus token
-    ids already computed, static provenance, the cells that failed, and the sweep's progress counter."""
+    ids already computed, static provenance, loads that failed (not retried), the smallest batch of each batch
+    ladder that ran out of memory, the results measured here, the cells that failed, and the progress counter."""
 
     def __init__(self, total_cells: int = 1):
         self.loaded: tuple[str, models.Loaded] | None = None
@@ -25,6 +32,11 @@ class Session:
         self.perplexities: dict[str, dict] = {}             # model+quant+ppl+device -> perplexity section
         self.token_ids: dict[tuple, list[int]] = {}         # (corpus, tokenizer) -> token ids of the whole text
         self.static_provenance: dict | None = None
+        self.failed_loads: dict[str, str] = {}              # model key -> the first failure
+        self.ladder: dict[str, tuple[int, str]] = {}        # ladder key -> (smallest OOM batch, its cell hash)
+        self.ladder_scanned: set[Path] = set()              # studies whose OOM records were read
+        self.results: list[Result] = []                     # what this process measured (the time summary)
+        self.traces_dir: Path = Path("traces")              # where it wrote them
         self.failed: list[str] = []
         self.progress = SweepProgress(total_cells)
 
@@ -34,14 +46,38 @@ class Session:
                           cell.seed if cell.model.weights == "synthetic" else None], sort_keys=True)
         if self.loaded and self.loaded[0] == key:
             return self.loaded[1], True
+        if key in self.failed_loads:
+            raise LoadFailedBefore(f"not loaded: {cell.model.name}/{cell.quant.name} failed to load earlier in this "
+                                   f"sweep and is not retried ({self.failed_loads[key]})")
         self.release_model()
-        loaded = models.load(cell)
+        try:
+            loaded = models.load(cell)
+        except BadInput:
+            raise
+        except Exception as e:  # a checkpoint build or a load that failed once fails the same way again
+            self.failed_loads[key] = f"{type(e).__name__}: {e}"
+            raise
         self.loaded = (key, loaded)
         return loaded, False
 
     def release_model(self) -> None:
         self.loaded = None
         models.release()
+
+    def oom_below(self, store: CellStore, cell: Cell) -> tuple[int, str] | None:
+        """(batch, cell hash) of a smaller batch of this cell's ladder that ran out of memory, or None. The
+        study's OOM records are read once; later OOMs of this process are added by note_oom."""
+        if store.root not in self.ladder_scanned:
+            self.ladder_scanned.add(store.root)
+            for config, result in store.ooms():
+                self.note_oom(config, result.get("device", ""), result["cell_hash"])
+        hit = self.ladder.get(ladder_key(cell.config, cell.device))
+        return hit if hit is not None and hit[0] < cell.batch_size else None
+
+    def note_oom(self, config: dict, device: str, cell_hash: str) -> None:
+        key, batch = ladder_key(config, device), config["batch_size"]
+        if key not in self.ladder or batch < self.ladder[key][0]:
+            self.ladder[key] = (batch, cell_hash)
 
     def meter(self, meter_cfg, device: str) -> Meter:
         """One meter per meter config and device, opened once and closed by close()."""

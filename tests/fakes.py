@@ -171,3 +171,62 @@ class jtop:
 def install_fake_jtop(site: Path) -> None:
     (site / "jtop").mkdir(parents=True)
     (site / "jtop" / "__init__.py").write_text(FAKE_JTOP)
+
+
+class FakeNvml:
+    """A FAKE `pynvml` (nvidia-ml-py) module of a host with several GPUs, as NVML sees them: indexed
+    physically (ignoring CUDA_VISIBLE_DEVICES), each with a UUID, a name, an instantaneous power field, the
+    averaged power, a total-energy counter in mJ and memory info. Install it with
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml({...}))."""
+
+    NVML_SUCCESS = 0
+    NVML_FI_DEV_POWER_AVERAGE = 185
+    NVML_FI_DEV_POWER_INSTANT = 186
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, gpus: dict[str, float]):
+        self.gpus = list(gpus.items())          # [(uuid, watts)] in physical order
+        self.inits = 0
+
+    def nvmlInit(self):
+        self.inits += 1
+
+    def nvmlShutdown(self):
+        self.inits -= 1
+
+    def nvmlDeviceGetHandleByIndex(self, index: int):
+        return index
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
+        for index, (known, _) in enumerate(self.gpus):
+            if known == uuid:
+                return index
+        raise self.NVMLError("Not Found")
+
+    def nvmlDeviceGetName(self, handle):
+        return f"Fake GPU {handle}"
+
+    def nvmlDeviceGetFieldValues(self, handle, field_ids):
+        class Value:
+            pass
+        out = []
+        for _ in field_ids:
+            v = Value()
+            v.nvmlReturn, v.value = self.NVML_SUCCESS, Value()
+            v.value.uiVal = int(self.gpus[handle][1] * 1000)
+            out.append(v)
+        return out
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        return int(self.gpus[handle][1] * 1000)
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
+        return int(time.perf_counter() * self.gpus[handle][1] * 1000)
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        class Memory:
+            used = (handle + 1) * 2**30
+        return Memory()

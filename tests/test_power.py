@@ -103,7 +103,51 @@ def test_summary_of_a_window_with_counter_and_idle():
     assert e["per_token_j"] == pytest.approx(e["timed_j"] / (3 * 16))
     assert abs(e["sampled_vs_counter_rel"]) < 0.02 and e["counter_interval_s"] >= dur
     assert out["timed"]["rails"]["a"]["median_w"] == 60.0
-    assert sum(r["energy_j"] for r in out["timed"]["rails"].values()) == pytest.approx(e["timed_j"], rel=1e-9)
+    assert sum(r["energy_j"] for r in out["timed"]["rails"].values()) == pytest.approx(e["sampled_timed_j"], rel=1e-9)
+    # the counter is the number; the samples apportion it to the window
+    assert e["source"] == "counter"
+    scale = e["counter_j"] / e["sampled_over_counter_interval_j"]
+    assert e["timed_j"] == pytest.approx(e["sampled_timed_j"] * scale, rel=1e-12)
+
+
+def test_energy_follows_the_counter_when_the_samples_are_biased():
+    """A sensor whose instantaneous readings run 8 % high (as a power field can against the energy counter):
+    the cell's energy is the counter's, within 1 %; the trapezoid's 8 % stays in the record as the check."""
+    class Biased(Meter):
+        name, period_s, has_counter = "biased", 0.01, True
+        t0 = time.perf_counter()
+
+        def read(self):
+            t = time.perf_counter()
+            return Reading(t, 1.08 * (200 + 20 * (t - self.t0)))
+
+        def counter_j(self):
+            d = time.perf_counter() - self.t0
+            return 200 * d + 10 * d * d
+
+        def describe(self):
+            return {"meter": "biased"}
+
+    meter_cfg = load_group("meter", "none")
+    s = Sampler(Biased(), 100).start()
+    time.sleep(0.05)
+    s.mark("timed_start", time.perf_counter())
+    a = time.perf_counter()
+    time.sleep(0.6)
+    b = time.perf_counter()
+    s.mark("end", time.perf_counter())
+    time.sleep(0.05)
+    s.stop()
+    out = summarize(s, [{"t_start": a, "t_first_token": a + 0.1, "t_end": b}], {"status": "not measured"},
+                    meter_cfg, {"batch_size": 1, "in_len": 1, "out_len": 1, "generated_per_rep": 1})
+    e = out["energy"]
+    def exact(t: float) -> float:
+        return 200 * (t - s.meter.t0) + 10 * (t - s.meter.t0) ** 2
+
+    truth = exact(b) - exact(a)
+    assert e["source"] == "counter" and e["sampled_vs_counter_rel"] == pytest.approx(0.08, abs=0.01)
+    assert e["timed_j"] == pytest.approx(truth, rel=0.01)
+    assert e["sampled_timed_j"] == pytest.approx(1.08 * truth, rel=0.01)
 
 
 # ------------------------------------------------------------------ meters on fakes
@@ -308,3 +352,32 @@ def test_meter_cli_on_fake_hwmon(tmp_path, data_dir):
                           "--sysfs-root", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "median 20.00 W" in out.stdout and "total    20.00 W" in out.stdout
+
+
+def test_nvml_meter_reads_the_gpu_the_cell_runs_on(monkeypatch):
+    """NVML numbers GPUs physically and ignores CUDA_VISIBLE_DEVICES; torch numbers the visible ones. With
+    CUDA_VISIBLE_DEVICES=1, a cell on cuda:0 runs on the host's second GPU: the meter must read that one
+    (200 W on this FAKE NVML), not NVML's device 0 (100 W), and the record must say which by UUID."""
+    import types
+
+    import torch
+
+    from artifact.power import nvml
+    from fakes import FakeNvml
+    uuids = ["GPU-aaaaaaaa-0000-0000-0000-000000000000", "GPU-bbbbbbbb-1111-1111-1111-111111111111"]
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml({uuids[0]: 100.0, uuids[1]: 200.0}))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    visible = [int(i) for i in os.environ["CUDA_VISIBLE_DEVICES"].split(",")]
+    # torch's view: visible devices only, each with the UUID CUDA reports (without NVML's "GPU-" prefix)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda i: types.SimpleNamespace(uuid=uuids[visible[i]].removeprefix("GPU-")))
+    assert nvml.cuda_uuid("cuda:0") == nvml.cuda_uuid("cuda") == uuids[1]
+    meter = make_meter(load_group("meter", "nvml"), "cuda:0")
+    assert meter.read().total_w == 200.0
+    info = meter.describe()
+    assert info["gpu_uuid"] == uuids[1] and info["cuda_visible_devices"] == "1" and info["gpu"] == "Fake GPU 1"
+    assert nvml.memory_used_bytes("cuda:0") == 2 * 2**30  # the second GPU's used memory, as nvidia-smi shows
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(uuid="cccc"))
+    with pytest.raises(MeterError, match="NVML has no GPU with UUID GPU-cccc"):
+        make_meter(load_group("meter", "nvml"), "cuda:0")

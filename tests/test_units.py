@@ -33,6 +33,18 @@ def test_prompts_are_exact_consecutive_windows(smol, data_dir):
     assert prompts.flatten().tolist() == ids[:150]
 
 
+def test_a_prefix_tokenizes_as_the_whole_text_does(smol, data_dir):
+    """Prompts tokenize only the text they need: the tokens are the whole text's first ones, whatever the length."""
+    wl = conf("workload", "wikitext2")
+    text = corpus_text(data_dir, wl)
+    whole = text_ids(smol.tokenizer, text, wl.name)
+    cache: dict = {}
+    for n in (1, 37, 1000, 5000, 60_000):
+        assert text_ids(smol.tokenizer, text, wl.name, cache, n_tokens=n) == whole[:n]
+        assert len(cache[(wl.name, smol.tokenizer.name_or_path, len(smol.tokenizer))][0]) < len(whole)
+    assert text_ids(smol.tokenizer, text, wl.name, cache, n_tokens=10 ** 7) == whole  # more than there is: all
+
+
 def test_longbench_prompts_are_truncated_items(smol, data_dir):
     prompts, info = build_prompts(smol.tokenizer, data_dir, conf("workload", "longbench"), 4, 100)
     assert prompts.shape == (4, 100) and info["distinct_prompts"] == 4

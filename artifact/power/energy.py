@@ -7,6 +7,10 @@ import statistics
 
 from .meters import Reading
 
+# The timed window of a cell with a power meter lasts at least this many sampler periods (50 at 10 Hz: 5 s),
+# so that it holds that many samples and, on NVML (a counter tick each 100 ms), about as many counter ticks.
+MIN_WINDOW_PERIODS = 50
+
 
 class CoverageError(ValueError):
     """Too few samples, a gap, or a stale sensor: the window's power numbers are invalid."""

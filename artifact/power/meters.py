@@ -73,7 +73,7 @@ def make_meter(meter_cfg, device: str) -> Meter:
     from . import ina3221, jtop_meter, nvml, rapl
     builders = {"ina3221": lambda: ina3221.Ina3221Meter(meter_cfg.sysfs_root, list(meter_cfg.total_rails)),
                 "jtop": lambda: jtop_meter.JtopMeter(meter_cfg.jtop_interval_s),
-                "nvml": lambda: nvml.NvmlMeter(_gpu_index(device), meter_cfg.nvml_field),
+                "nvml": lambda: nvml.NvmlMeter(nvml.cuda_uuid(device), meter_cfg.nvml_field),
                 "rapl": lambda: rapl.RaplMeter(meter_cfg.sysfs_root, meter_cfg.rapl_domains),
                 "none": lambda: NoMeter()}
     if meter_cfg.name != "auto":
@@ -90,10 +90,6 @@ def make_meter(meter_cfg, device: str) -> Meter:
         except MeterError as e:
             tried.append(f"{name}: {e}")
     return NoMeter(reason="meter=auto found no readable sensor (" + "; ".join(tried) + ")")
-
-
-def _gpu_index(device: str) -> int:
-    return int(device.split(":")[1]) if ":" in device else 0
 
 
 def now() -> float:

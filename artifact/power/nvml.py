@@ -1,15 +1,41 @@
 """NVIDIA GPUs through NVML: instantaneous board power where the field exists, else the driver's
-(1 s averaged) power, and the total-energy counter read at window edges."""
+(1 s averaged) power, and the total-energy counter read at window edges. The GPU is the cell's own, found by
+UUID: NVML numbers every GPU of the host, CUDA only those CUDA_VISIBLE_DEVICES leaves visible."""
 from __future__ import annotations
 
+import os
+
 from .meters import Meter, MeterError, Reading, now
+
+
+def cuda_uuid(device: str) -> str:
+    """NVML's UUID ("GPU-...") of the torch device `device` (cuda = the current device, or cuda:N)."""
+    import torch
+    index = int(device.split(":")[1]) if ":" in device else torch.cuda.current_device()
+    uuid = str(torch.cuda.get_device_properties(index).uuid)
+    return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+
+
+def memory_used_bytes(device: str) -> int | None:
+    """What nvidia-smi shows as used memory on the cell's GPU (every process's), or None without NVML."""
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+    except Exception:
+        return None
+    try:
+        return int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByUUID(cuda_uuid(device))).used)
+    except Exception:
+        return None
+    finally:
+        pynvml.nvmlShutdown()
 
 
 class NvmlMeter(Meter):
     name = "nvml"
     period_s = 0.02  # the driver refreshes power about every 20-100 ms depending on the GPU
 
-    def __init__(self, index: int = 0, field: str = "auto"):
+    def __init__(self, uuid: str, field: str = "auto"):
         try:
             import pynvml
         except ImportError as e:
@@ -17,10 +43,14 @@ class NvmlMeter(Meter):
         self.nv = pynvml
         try:
             pynvml.nvmlInit()
-            self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            self.gpu = pynvml.nvmlDeviceGetName(self.handle)
         except pynvml.NVMLError as e:
             raise MeterError(f"NVML is not available here ({e})")
+        try:
+            self.handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
+            self.gpu = pynvml.nvmlDeviceGetName(self.handle)
+        except pynvml.NVMLError as e:
+            raise MeterError(f"NVML has no GPU with UUID {uuid} ({e})")
+        self.uuid = uuid
         fields = {"instant": pynvml.NVML_FI_DEV_POWER_INSTANT, "average": pynvml.NVML_FI_DEV_POWER_AVERAGE}
         if field == "auto":
             field = "instant" if self._field_ok(fields["instant"]) else "usage"
@@ -59,7 +89,8 @@ class NvmlMeter(Meter):
         return self.nv.nvmlDeviceGetTotalEnergyConsumption(self.handle) / 1e3 if self.has_counter else None
 
     def describe(self) -> dict:
-        return {**super().describe(), "gpu": self.gpu, "field": self.field,
+        return {**super().describe(), "gpu": self.gpu, "gpu_uuid": self.uuid,
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "field": self.field,
                 "total_is": "GPU board power (not the host)"}
 
     def close(self) -> None:

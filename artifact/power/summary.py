@@ -37,8 +37,14 @@ def idle_power(meter: Meter, meter_cfg, mode: str, *, measured: dict) -> dict:
 
 
 def summarize(sampler: Sampler, reps: list[Rep], idle: dict, meter_cfg, tokens: Tokens) -> Power:
-    """The power section of a record: timed-window statistics, energy (trapezoid and counter), net of
-    idle, per token, prefill vs decode, per rail. Invalid coverage gives a status and no numbers."""
+    """The power section of a record: timed-window statistics, energy, net of idle, per token, prefill vs decode,
+    per rail. Invalid coverage gives a status and no numbers.
+
+    Energy: where the meter has an energy counter (NVML, RAPL) the counter is the number. It is read at its own
+    ticks just before and after the timed window, and the sampled power (trapezoid) apportions that energy to
+    the window, each repetition, prefill and decode; `source` says "counter", and the raw trapezoid stays in
+    the record as the check (sampled_timed_j, sampled_vs_counter_rel over exactly the counter's interval).
+    Without a counter (INA3221, jtop) the trapezoid is the number (`source` "samples")."""
     meter = sampler.meter
     out: Power = {"meter": meter.describe(), "rate_hz_requested": meter_cfg.rate_hz,
                   "rate_hz_achieved": sampler.achieved_rate_hz(), "samples_total": len(sampler.samples),
@@ -54,24 +60,36 @@ def summarize(sampler: Sampler, reps: list[Rep], idle: dict, meter_cfg, tokens: 
         return {**out, "status": "invalid", "reason": str(e)}
     timed_window = window(sampler.samples, t0, t1)
     out.update(status="ok", timed=timed_window)
-    per_rep = [window(sampler.samples, r["t_start"], r["t_end"])["energy_j"] for r in reps]
-    prefill = sum(window(sampler.samples, r["t_start"], r["t_first_token"])["energy_j"] for r in reps)
-    decode = sum(window(sampler.samples, r["t_first_token"], r["t_end"])["energy_j"] for r in reps)
+    counter = _counter(sampler)
+    scale = counter["counter_j"] / counter["sampled_over_counter_interval_j"] if counter else 1.0
+    per_rep = [window(sampler.samples, r["t_start"], r["t_end"])["energy_j"] * scale for r in reps]
+    prefill = sum(window(sampler.samples, r["t_start"], r["t_first_token"])["energy_j"] for r in reps) * scale
+    decode = sum(window(sampler.samples, r["t_first_token"], r["t_end"])["energy_j"] for r in reps) * scale
+    timed_j = timed_window["energy_j"] * scale
     n_reps = len(reps)
     all_tokens = tokens["batch_size"] * (tokens["in_len"] + tokens["out_len"]) * n_reps
     out["energy"] = {
-        "timed_j": timed_window["energy_j"], "per_rep_j_median": statistics.median(per_rep),
-        "per_rep_j": per_rep, "prefill_j": prefill, "decode_j": decode,
-        "per_token_j": timed_window["energy_j"] / all_tokens,
-        "per_generated_token_j": timed_window["energy_j"] / (tokens["generated_per_rep"] * n_reps)}
+        "source": "counter" if counter else "samples", "timed_j": timed_j,
+        "per_rep_j_median": statistics.median(per_rep), "per_rep_j": per_rep, "prefill_j": prefill,
+        "decode_j": decode, "per_token_j": timed_j / all_tokens,
+        "per_generated_token_j": timed_j / (tokens["generated_per_rep"] * n_reps),
+        "sampled_timed_j": timed_window["energy_j"]}
     if idle.get("status") == "ok":
-        net = timed_window["energy_j"] - idle["power_w"]["median"] * timed_window["seconds"]
+        net = timed_j - idle["power_w"]["median"] * timed_window["seconds"]
         out["energy"].update(net_j=net, net_per_token_j=net / all_tokens, idle_power_w=idle["power_w"]["median"])
-    if "timed_start" in sampler.counters and "end" in sampler.counters:
-        # the counter's own interval (its ticks just before and after the timed window), and the sampled
-        # energy over exactly that interval
-        (ca, ja), (cb, jb) = sampler.counters["timed_start"], sampler.counters["end"]
-        counter, sampled = jb - ja, window(sampler.samples, ca, cb)["energy_j"]
-        out["energy"].update(counter_j=counter, counter_interval_s=cb - ca, sampled_over_counter_interval_j=sampled,
-                             sampled_vs_counter_rel=(sampled - counter) / counter if counter else None)
+    if counter:
+        out["energy"].update(counter)
     return out
+
+
+def _counter(sampler: Sampler) -> dict | None:
+    """The energy counter over its own interval (its ticks just before and after the timed window) and the
+    sampled energy over exactly that interval; None without a counter, or when it did not move."""
+    if "timed_start" not in sampler.counters or "end" not in sampler.counters:
+        return None
+    (ca, ja), (cb, jb) = sampler.counters["timed_start"], sampler.counters["end"]
+    counter, sampled = jb - ja, window(sampler.samples, ca, cb)["energy_j"]
+    if counter <= 0 or sampled <= 0:
+        return None
+    return {"counter_j": counter, "counter_interval_s": cb - ca, "sampled_over_counter_interval_j": sampled,
+            "sampled_vs_counter_rel": (sampled - counter) / counter}

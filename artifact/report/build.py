@@ -72,6 +72,30 @@ def build_outputs(rows: list[dict], out: Path) -> list[str]:
     return index
 
 
+TIME_PARTS = [("timed_s", "timed"), ("warmup_s", "warm-up"), ("load_s", "loads"), ("build_s", "builds"),
+              ("ppl_s", "perplexity"), ("idle_s", "idle power")]
+
+
+def write_time(rows: list[dict], out: Path) -> Path:
+    """time.md: per study, the seconds its measured cells spent by part (the records' own clocks; process and
+    DVC overhead are in `make reproduce`'s closing table)."""
+    head = ["study", "cells", "cells (s)", *[label + " (s)" for _, label in TIME_PARTS], "rest (s)",
+            "cells / generation"]
+    lines = ["# Where the time went", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for study in sorted({r["study"] for r in rows}):
+        rs = [r for r in rows if r["study"] == study and r.get("cell_s") is not None and not r.get("implied_by")]
+        if not rs:
+            continue
+        total = sum(r["cell_s"] for r in rs)
+        parts = [sum(r.get(col) or 0.0 for r in rs) for col, _ in TIME_PARTS]
+        generation = parts[0] + parts[1]
+        ratio = f"{total / generation:.2f}x" if generation else "–"
+        lines.append(f"| {study} | {len(rs)} | {total:.1f} | " + " | ".join(f"{p:.1f}" for p in parts)
+                     + f" | {total - sum(parts):.1f} | {ratio} |")
+    (out / "time.md").write_text("\n".join(lines) + "\n")
+    return out / "time.md"
+
+
 def log_report(out: Path, rows: list[dict], table: list[dict]) -> None:
     """An MLflow run `report` in experiment `report`, holding every output as an artifact."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
@@ -85,7 +109,7 @@ def log_report(out: Path, rows: list[dict], table: list[dict]) -> None:
     mlflow.log_metric(run.info.run_id, "cells", len(rows))
     for sub in ("figures", "tables"):
         mlflow.log_artifacts(run.info.run_id, str(out / sub), artifact_path=sub)
-    for name in ("results.csv", "claims.md", "claims.csv", "index.md"):
+    for name in ("results.csv", "claims.md", "claims.csv", "index.md", "time.md"):
         mlflow.log_artifact(run.info.run_id, str(out / name))
     mlflow.set_terminated(run.info.run_id, "FINISHED")
 
@@ -111,9 +135,11 @@ def report(traces_dir: Path, out: Path, *, claims_file: Path | None = None, chec
     if check_only:
         return 0
     index = build_outputs(rows, out)
+    write_time(rows, out)
     (out / "index.md").write_text("# Generated figures and tables\n\n" + f"Built from {source}; {cap}.\n\n"
                                   + "\n".join(index) + "\n\nClaims: [claims.md](claims.md). "
-                                  "Every number: [results.csv](results.csv).\n")
+                                  "Every number: [results.csv](results.csv). "
+                                  "Where the time went: [time.md](time.md).\n")
     print("\n" + "\n".join(index), flush=True)
     if log_mlflow and os.environ.get("ARTIFACT_TRACKING", "1") != "0":
         try:

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from ..schema import Result
+from ..timing import cell_parts
 
 MIB = 2 ** 20
 # (column, meaning). The unit is the name's suffix: _s seconds, _tok_s tokens per second, _mib MiB,
@@ -36,6 +37,10 @@ COLUMNS = [
     ("power_mean_w", ""), ("idle_power_w", "median idle power before the cell's mode"),
     ("energy_j", "energy per inference (one batch), median over repetitions"),
     ("energy_per_token_j", "timed energy / (in + out tokens)"), ("net_energy_per_token_j", "minus idle power"),
+    ("implied_by", "OOM by implication (batch_ladder): the record of the smaller batch that ran out of memory"),
+    ("cell_s", "the whole cell"), ("timed_s", "timed repetitions"), ("warmup_s", "warm-up generations"),
+    ("load_s", "model load in this cell"), ("build_s", "checkpoint builds in this cell"),
+    ("ppl_s", "perplexity computed in this cell"), ("idle_s", "idle-power window in this cell"),
     ("cell_hash", "cell identity"), ("record", "the record folder"),
 ]
 NAMES = [c for c, _ in COLUMNS]
@@ -62,6 +67,7 @@ def row_from_record(folder: Path) -> dict:
         return summary.get(s)
 
     mem, weights = memory.get("incremental_peak_bytes"), model.get("weight_bytes")
+    parts = cell_parts(result)
     return {
         "study": config["study"], "profile": config.get("profile", ""), "model": config["model"]["name"],
         # the config's count: packed 4-bit weights make the loaded count smaller
@@ -89,7 +95,9 @@ def row_from_record(folder: Path) -> dict:
         "power_median_w": timed_power.get("median"), "power_mean_w": timed_power.get("mean"),
         "idle_power_w": idle_power.get("median"),
         "energy_j": energy.get("per_rep_j_median"), "energy_per_token_j": energy.get("per_token_j"),
-        "net_energy_per_token_j": energy.get("net_per_token_j"),
+        "net_energy_per_token_j": energy.get("net_per_token_j"), "implied_by": result.get("implied_by"),
+        "cell_s": result.get("cell_seconds"), "timed_s": parts["timed"], "warmup_s": parts["warmup"],
+        "load_s": parts["load"], "build_s": parts["build"], "ppl_s": parts["perplexity"], "idle_s": parts["idle"],
         "cell_hash": result["cell_hash"], "record": str(folder),
     }
 
@@ -126,7 +134,7 @@ def read_csv(path: Path) -> list[dict]:
         rows = list(csv.DictReader(f))
     out = []
     for r in rows:
-        typed = {}
+        typed = dict.fromkeys(NAMES)  # a table written before a column existed: the column is absent
         for k, v in r.items():
             if v == "":
                 typed[k] = None
