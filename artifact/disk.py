@@ -23,8 +23,10 @@ def checkpoint_bytes(cell: Cell) -> dict[Path, int]:
     from .models import built_on_device
     out: dict[Path, int] = {}
     model = cell.model
-    for gguf_model in [m for m in (model if model.source == "gguf-package" and model.weights == "real" else None,
-                                   cell.stand_in) if m is not None]:
+    converted = [cell.stand_in] if cell.stand_in is not None else []  # its tokenizer comes from the conversion
+    if model.source == "gguf-package" and model.weights == "real":
+        converted.append(model)
+    for gguf_model in converted:
         folder = cell.models_dir / gguf_model.name
         if not (folder / checkpoints.PROVENANCE).is_file():
             out[folder] = 4 * (gguf_model.params or 0)
