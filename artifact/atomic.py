@@ -33,8 +33,9 @@ def publish(tmp: Path, target: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_folder(target: Path, prefix: str) -> Iterator[Path]:
-    """Yields an empty hidden folder `target.parent/<prefix>XXXX` to write into; on a normal exit its files are
-    fsynced and it replaces `target` in one rename. On any exception it is removed and `target` is untouched."""
+    """Yields an empty hidden folder beside `target` (named `prefix` plus random characters) to write into; on
+    a normal exit its files are fsynced and it replaces `target` in one rename. On any exception it is removed
+    and `target` is untouched."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
     try:
