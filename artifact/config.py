@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from .provenance import hardware_class
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
@@ -135,6 +137,7 @@ class PowerConfig:
 class TrackingConfig:
     enabled: bool = True
     uri: str = "sqlite:///mlflow.db"
+    lock_db: Optional[str] = None       # postgresql://...: a database lock per cell hash (several machines)
 
 
 @dataclass
@@ -159,6 +162,7 @@ class RunConfig:
     seed: int = 0
     force: bool = False
     batch_ladder: bool = False          # a batch that runs out of memory implies OOM for the larger batches
+    cells: Optional[str] = None         # a launcher job's cells, 'k=v k=v;k=v k=v' (written by artifact.launch)
     traces_dir: str = "traces"
     models_dir: str = "models"
     data_dir: str = "data"
@@ -179,6 +183,19 @@ def register() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
     if not OmegaConf.has_resolver("artifact_data_dir"):
         OmegaConf.register_new_resolver("artifact_data_dir", default_data_dir)
+        OmegaConf.register_new_resolver("artifact_cell_gpus", cell_gpus)
+        OmegaConf.register_new_resolver("artifact_cell_cpus", cell_cpus)
+
+
+def cell_gpus() -> int:
+    """A launcher job's GPUs: one where this host has CUDA, else none (conf/hydra/launcher/ray.yaml)."""
+    import torch
+    return 1 if torch.cuda.is_available() else 0
+
+
+def cell_cpus() -> int:
+    """A launcher job's CPU cores: one beside a GPU; every core for a CPU cell, so CPU cells never share."""
+    return 1 if cell_gpus() else (os.cpu_count() or 1)
 
 
 def one_line(e: Exception) -> str:
@@ -381,6 +398,7 @@ class Cell:
     power: DictConfig
     tracking: DictConfig
     device: str                         # resolved: cpu | cuda | cuda:N
+    hardware: str                       # the GPU's or CPU's model name (part of the cell's identity)
     batch_size: int
     seq_len: int                        # the paper's sl = in_len + out_len
     in_len: int                         # prompt tokens
@@ -412,13 +430,15 @@ def resolve(cfg: DictConfig) -> Cell:
     validate(cfg)
     in_len, out_len = split_lengths(cfg.seq_len, cfg.out_fraction)
     gptq = cfg.quant.gptq
+    device = resolve_device(cfg.device)
     return Cell(
         config=to_container(cfg), model=cfg.model, quant=cfg.quant, workload=cfg.workload, ppl=cfg.ppl,
         ppl_corpus=load_group("workload", cfg.ppl.corpus) if cfg.ppl.enabled else None,
         calibration_corpus=load_group("workload", gptq.calibration.corpus) if gptq is not None else None,
         stand_in=load_group("model", EMBEDDED_MODEL) if cfg.model.weights == "synthetic" else None,
         stock={"model": _stock("model", cfg.model.name), "quant": _stock("quant", cfg.quant.name)},
-        meter=cfg.meter, power=cfg.power, tracking=cfg.tracking, device=resolve_device(cfg.device),
+        meter=cfg.meter, power=cfg.power, tracking=cfg.tracking, device=device,
+        hardware=hardware_class(device),
         batch_size=cfg.batch_size, seq_len=cfg.seq_len, in_len=in_len, out_len=out_len,
         repetitions=Repetitions(cfg.warmup, cfg.min_reps, cfg.min_seconds, cfg.max_reps),
         seed=cfg.seed, study=cfg.study, force=cfg.force, batch_ladder=cfg.batch_ladder,

@@ -51,6 +51,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def hardware_class(device: str) -> str:
+    """The kind of processor a cell runs on, part of its identity: the GPU's name for a CUDA cell (of the
+    cell's own device), the CPU's model name for a CPU cell. Equal names, interchangeable records."""
+    if device.startswith("cuda"):
+        import torch
+        return torch.cuda.get_device_name(torch.device(device))
+    return cpu_model()
+
+
 def gpu() -> dict:
     import torch
     if not torch.cuda.is_available():

@@ -26,20 +26,22 @@ SCHEMA = 1
 FINISHED = ("ok", "oom")  # statuses that count as done; an error is retried on the next run
 # Config keys that do not change a result, so they are not part of a cell's identity.
 NOT_IDENTITY = ("study", "profile", "force", "batch_ladder", "traces_dir", "models_dir", "data_dir", "tracking",
-                "device")
+                "device", "cells")
 # Power-mode keys that describe rather than set the mode.
 NOT_POWER_IDENTITY = ("dry_run", "clocks")
 
 
-def cell_identity(config: dict, device: str) -> dict:
+def cell_identity(config: dict, device: str, hardware: str) -> dict:
     """What makes a cell: every composed setting that can change its result, and the code that measures it.
 
     In: model, quant, workload, ppl, meter, power (less dry_run and its `clocks` label), the run knobs
     (batch_size, seq_len, out_fraction, warmup, min_reps, min_seconds, max_reps, seed), the device kind (cpu or
-    cuda, not which GPU), and `code`: the package version and the record schema number (SCHEMA), so a change of
-    either makes every cell new. Out (NOT_IDENTITY): where things are written or read (traces_dir, models_dir,
-    data_dir, tracking), the grouping labels (study, profile), and how a sweep runs (force, batch_ladder). A
-    null `quant.gptq` (every non-GPTQ quant) is left out, so that records made before GPTQ existed keep their
+    cuda, not which GPU), the hardware class (`provenance.hardware_class`: the GPU's or CPU's model name, so an
+    H100 record never stands for an H200 cell of a mixed cluster sharing traces/), and `code`: the package
+    version and the record schema number (SCHEMA), so a change of either makes every cell new. Out
+    (NOT_IDENTITY): where things are written or read (traces_dir, models_dir, data_dir, tracking), the grouping
+    labels (study, profile), and how a sweep runs (force, batch_ladder, a launcher job's cells). A null
+    `quant.gptq` (every non-GPTQ quant) is left out, so that records made before GPTQ existed keep their
     identity. Records are found by the 16-hex-digit sha256 of this dict (`cell_hash`): equal identity, same
     record, never measured twice."""
     ident = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
@@ -47,18 +49,19 @@ def cell_identity(config: dict, device: str) -> dict:
     if ident["quant"].get("gptq", "set") is None:
         ident["quant"] = {k: v for k, v in ident["quant"].items() if k != "gptq"}
     ident["device_kind"] = device.split(":")[0]
+    ident["hardware"] = hardware
     ident["code"] = {"package": __version__, "record_schema": SCHEMA}
     return ident
 
 
-def cell_hash(config: dict, device: str) -> str:
-    blob = json.dumps(cell_identity(config, device), sort_keys=True, separators=(",", ":"))
+def cell_hash(config: dict, device: str, hardware: str) -> str:
+    blob = json.dumps(cell_identity(config, device, hardware), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def ladder_key(config: dict, device: str) -> str:
+def ladder_key(config: dict, device: str, hardware: str) -> str:
     """The identity of a cell less its batch size: the cells of one batch ladder share it."""
-    return cell_hash({k: v for k, v in config.items() if k != "batch_size"}, device)
+    return cell_hash({k: v for k, v in config.items() if k != "batch_size"}, device, hardware)
 
 
 def run_name(cfg: dict) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     args = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     extra += [a for a in args.experiments if "=" in a]  # key=value without the -- works too
+    launcher = os.environ.get("ARTIFACT_LAUNCHER", "basic")  # make reproduce LAUNCHER=ray (not a cell's identity)
+    if launcher != "basic" and not any(a.startswith("hydra/launcher=") for a in extra):
+        extra.append(f"hydra/launcher={launcher}")
     try:
         profile, why = experiments.resolve_profile(args.profile)
         names = [a for a in args.experiments if "=" not in a] or experiments.names()

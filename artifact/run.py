@@ -4,6 +4,7 @@ Bad input: one line on stderr, exit 2, no record. A cell that fails while measur
 status error (oom for out-of-memory) and a sweep goes on; the exit code is 1 if any cell failed."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -12,6 +13,7 @@ import sys
 import time
 import traceback
 import uuid
+import warnings
 from pathlib import Path
 
 import hydra
@@ -21,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from . import disk, models, timing
+from . import disk, launch, models, timing, tracking
 from .config import BadInput, Cell, compose, one_line, overrides_from_params, register, resolve, to_container
 from .measure import TimedRun, TokenCountError, run_timed
 from .perplexity import perplexity
@@ -101,7 +103,9 @@ def measure_cell(cell: Cell, session: Session, cell_hash: str) -> tuple[Result, 
     """Load, build prompts, time (sampling power), score. Returns the result (its sections composed in the
     order result.json keeps them), the per-repetition rows and the power trace tables."""
     result: Result = {"cell_hash": cell_hash, "record_id": uuid.uuid4().hex, "status": "ok", "message": "",
-                      "device": cell.device, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                      "device": cell.device, "hardware": cell.hardware,
+                      "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                      "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                       "tokens": {"in_len": cell.in_len, "out_len": cell.out_len, "seq_len": cell.seq_len}}
     reps: list[Rep] = []
     tables: dict = {}
@@ -178,46 +182,76 @@ def implied_oom(cell: Cell, session: Session, key: str, smaller: tuple[int, str]
     return {"cell_hash": key, "record_id": uuid.uuid4().hex, "status": "oom",
             "message": f"not run: batch_size={batch} ran out of memory with the same settings (record {by}), "
                        f"so batch_size={cell.batch_size} cannot fit (batch_ladder=true)",
-            "device": cell.device, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "device": cell.device, "hardware": cell.hardware, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "tokens": {"in_len": cell.in_len, "out_len": cell.out_len, "seq_len": cell.seq_len},
             "implied_by": by, "cell_seconds": 0.0, "provenance": session.provenance(),
             "power_mode": {"name": cell.power.name, "status": "not set (not run)"}}
 
 
 def run_cell(cell: Cell, session: Session) -> tuple[str, bool]:
-    """Measure the cell unless a finished record exists. Returns its status and whether it was measured."""
-    key = cell_hash(cell.config, cell.device)
+    """Measure the cell unless a finished record exists. Returns its status and whether it was measured.
+    The cell's lock (the file beside its record, and the database lock where tracking.lock_db is set) is held
+    from the second look for a record to the MLflow run, so overlapping sweeps give one record and one run."""
+    key = cell_hash(cell.config, cell.device, cell.hardware)
     store = CellStore(cell.traces_dir, cell.study)
     name = run_name(cell.config)
     done = None if cell.force else store.finished(key)
     if done is not None:
         print(f"{name}: done already ({store.path(key)}), skipped; force=true re-runs it", flush=True)
-        _log(cell, store.path(key), done)  # backfills MLflow if a crash came between record and log
+        with _cell_lock(store, session, cell, key) as locked:
+            if locked:  # backfills MLflow if a crash came between record and log; else its writer logs it
+                _log(cell, store.path(key), done)
         return done["status"], False
-    if not store.try_lock(key):
-        print(f"{name}: another process holds {store.path(key)}.lock, skipped", flush=True)
-        return "busy", False
-    try:
-        smaller = session.oom_below(store, cell) if cell.batch_ladder else None
-        if smaller is not None:
-            result, reps, tables = implied_oom(cell, session, key, smaller), [], {}
-        else:
-            mode = {"name": cell.power.name, "status": "not set (power=none)"}
-            if cell.power.kind != "none":
-                mode = session.power_modes(cell.power).apply(cell.power)
-            result, reps, tables = measure_cell(cell, session, key)
-            result["power_mode"] = mode
-            session.results.append(result)
-            session.traces_dir = cell.traces_dir
-            if result["status"] == "oom":
-                session.note_oom(cell.config, cell.device, key)
-        path = _write(store, key, cell, result, (reps, tables))
-    finally:
-        store.unlock(key)
-        models.release()  # the allocator's cached blocks: between cells the GPU holds the weights alone
-    print(f"{name}: {describe(result)} -> {path}", flush=True)
-    _log(cell, path, result)
+    with _cell_lock(store, session, cell, key) as locked:
+        if not locked:
+            print(f"{name}: another process is measuring it ({store.path(key)}), skipped", flush=True)
+            return "busy", False
+        done = None if cell.force else store.finished(key)
+        if done is not None:  # finished by another worker between the first look and the lock
+            print(f"{name}: done already ({store.path(key)}), skipped; force=true re-runs it", flush=True)
+            _log(cell, store.path(key), done)
+            return done["status"], False
+        try:
+            result, path = _measure_and_write(cell, session, store, key)
+        finally:
+            models.release()  # the allocator's cached blocks: between cells the GPU holds the weights alone
+        print(f"{name}: {describe(result)} -> {path}", flush=True)
+        _log(cell, path, result)
     return result["status"], True
+
+
+@contextlib.contextmanager
+def _cell_lock(store: CellStore, session: Session, cell: Cell, key: str):
+    """Yields whether this process holds the cell: the file lock, then the database lock if one is set."""
+    db = session.db_locks(cell.tracking.lock_db)
+    got = store.try_lock(key)
+    if got and db is not None and not db.try_lock(key):
+        store.unlock(key)
+        got = False
+    try:
+        yield got
+    finally:
+        if got:
+            if db is not None:
+                db.unlock(key)
+            store.unlock(key)
+
+
+def _measure_and_write(cell: Cell, session: Session, store: CellStore, key: str) -> tuple[Result, Path]:
+    smaller = session.oom_below(store, cell) if cell.batch_ladder else None
+    if smaller is not None:
+        result, reps, tables = implied_oom(cell, session, key, smaller), [], {}
+    else:
+        mode = {"name": cell.power.name, "status": "not set (power=none)"}
+        if cell.power.kind != "none":
+            mode = session.power_modes(cell.power).apply(cell.power)
+        result, reps, tables = measure_cell(cell, session, key)
+        result["power_mode"] = mode
+        session.results.append(result)
+        session.traces_dir = cell.traces_dir
+        if result["status"] == "oom":
+            session.note_oom(cell.config, cell.device, cell.hardware, key)
+    return result, _write(store, key, cell, result, (reps, tables))
 
 
 def _write(store: CellStore, key: str, cell: Cell, result: Result, rows: tuple[list, dict]) -> Path:
@@ -246,17 +280,39 @@ def _log(cell: Cell, path: Path, result: Result) -> None:
 
 
 def run_job(cfg: DictConfig, session: Session) -> None:
-    """One Hydra job: a cell (or, with power.dry_run=true, the plan of its power mode)."""
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    """One Hydra job: a cell, or a launcher job's group of cells (`cells`, see artifact.launch), or with
+    power.dry_run=true the plan of its power mode. In a launcher's worker process a failed cell raises
+    CellsFailed at the end of the job, so that the driver exits 1 once every job has run."""
     if cfg.power.dry_run:
         plan = (session.power_modes(cfg.power).plan(cfg.power) if cfg.power.kind != "none"
                 else ["power=none: nothing to do"])
         print(f"power={cfg.power.name} (dry run: nothing is changed or measured)")
         print("\n".join(f"  {i + 1}. {step}" for i, step in enumerate(plan)), flush=True)
         return
+    failed_before = len(session.failed)
+    try:
+        cells = launch.cell_configs(cfg)
+        if not launch.in_driver_process():
+            session.progress.total = len(cells)
+        for i, cell_cfg in enumerate(cells):
+            _run_one(cell_cfg, session, i if cfg.get("cells") else None)
+    except BadInput as e:  # a bad `cells` entry
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        session.failed.append(f"bad input: {e}")
+    if not launch.in_driver_process():
+        session.close()
+        if len(session.failed) > failed_before:
+            failed = session.failed[failed_before:]
+            raise launch.CellsFailed(f"{len(failed)} cell(s) failed: {', '.join(failed)}")
+
+
+def _run_one(cfg: DictConfig, session: Session, num: int | None) -> None:
+    """One cell; `num` its index in a launcher job's group (None: the Hydra job's number)."""
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     started = time.monotonic()
     if multirun:
-        print(session.progress.header(HydraConfig.get().job.num, run_name(to_container(cfg))), flush=True)
+        num = HydraConfig.get().job.num if num is None else num
+        print(session.progress.header(num, run_name(to_container(cfg))), flush=True)
     try:
         cell = check_inputs(cfg, session)
         status, measured = run_cell(cell, session)
@@ -271,10 +327,11 @@ def run_job(cfg: DictConfig, session: Session) -> None:
         session.failed.append(status)
 
 
-def preflight(args: list[str], session: Session) -> int:
+def preflight(args: list[str], session: Session) -> list[str]:
     """Compose and check the config for every value on the command line (each sweep value too) before
-    Hydra starts, so that bad input is one line, exit 2, and no cell of a sweep has run. Returns the
-    number of cells the command line sweeps."""
+    Hydra starts, so that bad input is one line, exit 2, and no cell of a sweep has run. Returns the command
+    line to run: as given for the basic launcher; for another launcher, one job per group of cells that share a
+    model, with paths and the tracking store made absolute (artifact.launch)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     lines = [a for a in args if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
@@ -291,10 +348,21 @@ def preflight(args: list[str], session: Session) -> int:
         cells = [check_inputs(compose(overrides), session) for overrides in variants]
         total = math.prod(len(c) for c in choices)
         check_disk(cells[0], _checkpoint_cells(lines, choices, session), total)
+        if cells[0].tracking.lock_db:
+            session.db_locks(cells[0].tracking.lock_db).check()
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
-    return total
+    session.progress.total = total
+    if launch.launcher_of(args) == "basic":
+        return sweep_order(args)
+    if cells[0].tracking.enabled:  # created once here: workers creating a store or an experiment at once race
+        tracking.experiment_id(tracking.client(launch.absolute_uri(cells[0].tracking.uri)),
+                               launch.absolute_uri(cells[0].tracking.uri), cells[0].study)
+    launch.driver_environment(launch.launcher_of(args))
+    flags = [a for a in args if a.startswith("-") or a.lstrip("+~").startswith("hydra")]
+    jobs = launch.group_jobs(lines, choices)
+    return sweep_order(flags + launch.replace_overrides(jobs, launch.driver_overrides(cells[0])))
 
 
 CHECKPOINT_KEYS = ("model", "quant", "seed", "device", "models_dir")  # what decides which checkpoints a cell builds
@@ -345,10 +413,11 @@ def cli() -> None:
         run_job(cfg, session)
 
     started = time.time()
+    # conf/hydra/launcher/ray.yaml is checked against the plugin's schema of the same name, as intended
+    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema")
     try:
         if not any(a.startswith(("--help", "-h", "--cfg", "--info", "--hydra-help", "-c")) for a in sys.argv[1:]):
-            session.progress.total = preflight(sys.argv[1:], session)
-            sys.argv[1:] = sweep_order(sys.argv[1:])
+            sys.argv[1:] = preflight(sys.argv[1:], session)
         main()
     finally:
         session.close()

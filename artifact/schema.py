@@ -164,6 +164,8 @@ class Result(TypedDict, total=False):
     status: str                  # ok | oom | error
     message: str                 # the error, for oom and error
     device: str
+    hardware: str                # the GPU's or CPU's model name: part of the cell's identity
+    cuda_visible_devices: Optional[str]  # as the process saw it (a launcher's GPU assignment); None if unset
     started_at: str              # local time, ISO 8601
     tokens: Tokens
     power: Power

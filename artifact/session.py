@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import models, provenance
 from .config import BadInput, Cell, to_container
+from .dblock import AdvisoryLocks
 from .power import Meter, PowerModes, make_meter
 from .progress import SweepProgress
 from .record import CellStore, ladder_key
@@ -22,7 +23,8 @@ class Session:
     """The loaded model (reused while model, quant, device and seed stay the same), open meters and the idle
     power per power mode, the power-mode state (the mode to restore at the end), perplexities and corpus token
     ids already computed, static provenance, loads that failed (not retried), the smallest batch of each batch
-    ladder that ran out of memory, the results measured here, the cells that failed, and the progress counter."""
+    ladder that ran out of memory, the results measured here, the cells that failed, the progress counter, and the
+    database connections holding cell locks."""
 
     def __init__(self, total_cells: int = 1):
         self.loaded: tuple[str, models.Loaded] | None = None
@@ -38,7 +40,12 @@ class Session:
         self.results: list[Result] = []                     # what this process measured (the time summary)
         self.traces_dir: Path = Path("traces")              # where it wrote them
         self.failed: list[str] = []
+        self.locks: dict[str, AdvisoryLocks] = {}           # tracking.lock_db -> its connections
         self.progress = SweepProgress(total_cells)
+
+    def __reduce__(self):
+        """A session belongs to its process: shipped to a launcher's worker (pickled), it arrives empty."""
+        return (Session, ())
 
     def model(self, cell: Cell) -> tuple[models.Loaded, bool]:
         """The cell's model; reused (second value True) while model, quant, device and seed are the same."""
@@ -70,12 +77,13 @@ class Session:
         if store.root not in self.ladder_scanned:
             self.ladder_scanned.add(store.root)
             for config, result in store.ooms():
-                self.note_oom(config, result.get("device", ""), result["cell_hash"])
-        hit = self.ladder.get(ladder_key(cell.config, cell.device))
+                if "hardware" in result:  # records of the identity before the hardware class: not this cell's
+                    self.note_oom(config, result["device"], result["hardware"], result["cell_hash"])
+        hit = self.ladder.get(ladder_key(cell.config, cell.device, cell.hardware))
         return hit if hit is not None and hit[0] < cell.batch_size else None
 
-    def note_oom(self, config: dict, device: str, cell_hash: str) -> None:
-        key, batch = ladder_key(config, device), config["batch_size"]
+    def note_oom(self, config: dict, device: str, hardware: str, cell_hash: str) -> None:
+        key, batch = ladder_key(config, device, hardware), config["batch_size"]
         if key not in self.ladder or batch < self.ladder[key][0]:
             self.ladder[key] = (batch, cell_hash)
 
@@ -83,8 +91,22 @@ class Session:
         """One meter per meter config and device, opened once and closed by close()."""
         key = json.dumps([to_container(meter_cfg), device], sort_keys=True)
         if key not in self.meters:
-            self.meters[key] = make_meter(meter_cfg, device)
+            meter = make_meter(meter_cfg, device)
+            try:
+                meter.claim_host()
+            except BadInput:
+                meter.close()
+                raise
+            self.meters[key] = meter
         return self.meters[key]
+
+    def db_locks(self, uri: str | None) -> AdvisoryLocks | None:
+        """The database locks of tracking.lock_db (None: the file lock alone)."""
+        if not uri:
+            return None
+        if uri not in self.locks:
+            self.locks[uri] = AdvisoryLocks(uri)
+        return self.locks[uri]
 
     def power_modes(self, power_cfg) -> PowerModes:
         """The process's one PowerModes: it remembers the mode found first and restores it at exit."""

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 
 from .config import flatten
@@ -27,15 +28,37 @@ def client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+# The UI opens an experiment of this kind on its runs table (untagged, MLflow 3 guesses GenAI and opens an
+# empty traces overview).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(mlflow_client, uri: str, name: str) -> str:
-    """The experiment's id, created if needed (a sqlite store keeps its artifacts beside the database)."""
+    """The experiment's id, created if needed (a sqlite store keeps its artifacts beside the database). Safe
+    when several workers create it at once: the losers of the race read the winner's."""
+    from mlflow.exceptions import MlflowException
     exp = mlflow_client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     location = None
     if uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in the cwd
         location = (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts" / name).as_uri()
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+    except MlflowException as e:
+        exp = mlflow_client.get_experiment_by_name(name)
+        if exp is None or e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return exp.experiment_id
+
+
+def key_metrics(record_dir: Path) -> dict:
+    """The results table's headline numbers, named with their units (latency_median_s, decode_median_tok_s,
+    power_median_w, energy_per_token_j, ...): the columns a reviewer sorts the runs table by."""
+    from .report.results import KEY_METRICS, row_from_record
+    row = row_from_record(record_dir)
+    return {k: float(row[k]) for k in KEY_METRICS
+            if isinstance(row.get(k), (int, float)) and not isinstance(row.get(k), bool) and math.isfinite(row[k])}
 
 
 def numeric_metrics(result: dict) -> dict:
@@ -67,12 +90,13 @@ def log_record(uri: str, study: str, record_dir: Path, config: dict, result: dic
             "status": result["status"], "git_sha": str(prov.get("git_sha")), "git_dirty": str(prov.get("git_dirty")),
             "host": str(prov.get("host")), "device": result.get("device", ""),
             "record_dir": str(record_dir.resolve())}
-    run_id = mlflow.create_run(exp_id, run_name=run_name(config), tags=tags).info.run_id
+    start_ms, end_ms = _cell_times(result)
+    run_id = mlflow.create_run(exp_id, start_time=start_ms, run_name=run_name(config), tags=tags).info.run_id
     params = [Param(k[:250], str(v)[:6000]) for k, v in flatten(config).items()]
     params += [Param(f"prepared.{k}"[:250], str(v)[:6000]) for k, v in flatten(result.get("prepared") or {}).items()
                if k not in ("model", "quant") and not k.startswith(("model.", "quant."))]  # those are the config's
-    ts = int(time.time() * 1000)
-    metrics = [Metric(k, v, ts, 0) for k, v in numeric_metrics(result).items()]
+    ts = end_ms
+    metrics = [Metric(k, v, ts, 0) for k, v in {**numeric_metrics(result), **key_metrics(record_dir)}.items()]
     for rep in _read_reps(record_dir):
         for k in ("latency_s", "token_throughput_tps", "ttft_s", "decode_tps"):
             metrics.append(Metric(f"rep_{k}", float(rep[k]), ts, int(rep["rep"])))
@@ -81,8 +105,17 @@ def log_record(uri: str, study: str, record_dir: Path, config: dict, result: dic
     for i in range(0, len(metrics), 500):
         mlflow.log_batch(run_id, metrics=metrics[i:i + 500])
     mlflow.log_artifacts(run_id, str(record_dir), artifact_path="record")
-    mlflow.set_terminated(run_id, "FINISHED")
+    mlflow.set_terminated(run_id, "FINISHED", end_time=end_ms)
     return run_id
+
+
+def _cell_times(result: dict) -> tuple[int, int]:
+    """The cell's own start and end (ms since the epoch), so the UI's Duration is the cell's, not the logging's."""
+    try:
+        start = datetime.strptime(result["started_at"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except (KeyError, ValueError):
+        start = time.time() - float(result.get("cell_seconds") or 0.0)
+    return int(start * 1000), int((start + float(result.get("cell_seconds") or 0.0)) * 1000)
 
 
 def _read_reps(record_dir: Path) -> list[dict]:

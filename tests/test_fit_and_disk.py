@@ -44,13 +44,14 @@ def test_a_larger_batch_than_one_that_ran_out_of_memory_is_oom_by_implication(tm
     other = cell("batch_ladder=true", "batch_size=8", "seq_len=64", "ppl=off", f"traces_dir={tmp_path}",
                  models_dir=models_dir)
     store = CellStore(tmp_path, small.study)
-    oom_hash = cell_hash(small.config, small.device)
+    oom_hash = cell_hash(small.config, small.device, small.hardware)
     store.write(oom_hash, small.config, {"cell_hash": oom_hash, "status": "oom", "device": small.device,
+                                         "hardware": small.hardware,
                                          "message": "OutOfMemoryError: CUDA out of memory"}, [])
     session = Session()
     status, measured = run.run_cell(large, session)
     assert (status, measured) == ("oom", True) and session.loaded is None  # not run: no model was loaded
-    result = store.finished(cell_hash(large.config, large.device))
+    result = store.finished(cell_hash(large.config, large.device, large.hardware))
     assert result["status"] == "oom" and result["implied_by"] == oom_hash
     assert result["message"].startswith("not run: batch_size=2 ran out of memory with the same settings")
     assert session.oom_below(store, other) is None  # another length is another ladder
@@ -60,7 +61,7 @@ def test_a_larger_batch_than_one_that_ran_out_of_memory_is_oom_by_implication(tm
 def test_the_ladder_is_not_part_of_a_cells_identity(models_dir):
     on = cell("batch_ladder=true", "ppl=off", models_dir=models_dir)
     off = cell("batch_ladder=false", "ppl=off", models_dir=models_dir)
-    assert cell_hash(on.config, on.device) == cell_hash(off.config, off.device)
+    assert cell_hash(on.config, on.device, on.hardware) == cell_hash(off.config, off.device, off.hardware)
 
 
 # ------------------------------------------------------------------ disk

@@ -1,6 +1,6 @@
 """Cell identity is a contract: records on disk (and the shipped results) are found by it, so a change of code
-layout must not move it. These hashes were computed before the issue-9 refactor and must never change without
-a deliberate bump of the package version or the record schema."""
+layout must not move it. These hashes were computed when the hardware class joined the identity (issue 11) and must
+never change without a deliberate bump of the package version or the record schema."""
 from __future__ import annotations
 
 import csv
@@ -12,19 +12,21 @@ from artifact.config import compose, override_value, to_container
 from artifact.record import cell_hash
 from conftest import REPO
 
+H100 = "NVIDIA H100 80GB HBM3"
 PINNED = [
-    (["seq_len=32", "min_reps=1", "min_seconds=0"], "cpu", "41dfc2cbdd1429ef"),  # the README's first cell
+    (["seq_len=32", "min_reps=1", "min_seconds=0"], "cpu", "AMD EPYC", "804b3eaf92a86cff"),  # the README's first cell
     (["model=phi2", "model.weights=synthetic", "quant=int4", "ppl=off", "meter=nvml", "batch_size=32",
-      "seq_len=512"], "cuda", "275f8a540037110f"),
+      "seq_len=512"], "cuda", H100, "44d881eafde1a2f4"),
     (["model=llama31-8b", "model.weights=synthetic", "quant=gptq-int4", "ppl=off", "batch_size=1",
-      "seq_len=128"], "cuda", "4695c363edb3b5c0"),
-    (["quant=int8", "batch_size=4", "seq_len=64", "power=pm-h", "meter=auto"], "cpu", "d719aec19c2a6d76"),
+      "seq_len=128"], "cuda", H100, "a2a5baca8f28da12"),
+    (["quant=int8", "batch_size=4", "seq_len=64", "power=pm-h", "meter=auto"], "cpu", "Cortex-A78AE",
+     "b18d31ea107f094e"),
 ]
 
 
-@pytest.mark.parametrize("overrides,device,expected", PINNED)
-def test_pinned_cell_hashes(overrides, device, expected):
-    assert cell_hash(to_container(compose(overrides)), device) == expected
+@pytest.mark.parametrize("overrides,device,hardware,expected", PINNED)
+def test_pinned_cell_hashes(overrides, device, hardware, expected):
+    assert cell_hash(to_container(compose(overrides)), device, hardware) == expected
 
 
 def test_every_shipped_record_keeps_its_hash():
@@ -40,10 +42,11 @@ def test_every_shipped_record_keeps_its_hash():
         for key, value in plan.settings.items():
             value = row[columns[key]] if isinstance(value, list) else value
             overrides.append(f"{key}={value if isinstance(value, str) else override_value(value)}")
-        assert cell_hash(to_container(compose(overrides)), row["device"]) == row["cell_hash"], overrides
+        config = to_container(compose(overrides))
+        assert cell_hash(config, row["device"], row["hardware"]) == row["cell_hash"], overrides
 
 
 def test_labels_that_describe_a_power_mode_are_not_identity():
     base = to_container(compose(["power=pm-h"]))
     relabelled = {**base, "power": {**base["power"], "clocks": "stock", "dry_run": True}}
-    assert cell_hash(base, "cpu") == cell_hash(relabelled, "cpu")
+    assert cell_hash(base, "cpu", "AMD EPYC") == cell_hash(relabelled, "cpu", "AMD EPYC")

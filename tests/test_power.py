@@ -381,3 +381,23 @@ def test_nvml_meter_reads_the_gpu_the_cell_runs_on(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(uuid="cccc"))
     with pytest.raises(MeterError, match="NVML has no GPU with UUID GPU-cccc"):
         make_meter(load_group("meter", "nvml"), "cuda:0")
+
+
+def test_a_host_wide_meter_refuses_a_second_cell_on_the_same_host(tmp_path):
+    """Two processes, each opening RAPL on the FAKE powercap tree: the second stops with one line."""
+    make_rapl_zone(tmp_path, start_uj=1_000, max_uj=1_000_000_000)
+    hold = ("import sys, time; from artifact.power.rapl import RaplMeter; "
+            "m = RaplMeter(sys.argv[1]); m.claim_host(); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        meter = RaplMeter(str(tmp_path))
+        with pytest.raises(MeterError, match=rf"meter=rapl reads the whole host and pid {holder.pid} .* one cell at a "
+                                             r"time per host"):
+            meter.claim_host()
+    finally:
+        holder.kill()
+        holder.wait()
+    meter = RaplMeter(str(tmp_path))
+    meter.claim_host()  # the dead holder's lock went with its process
+    meter.close()

@@ -115,9 +115,10 @@ def test_cell_hash_depends_on_what_changes_a_result():
             "batch_size": 1, "study": "a", "force": False, "tracking": {"uri": "x"}, "traces_dir": "t"}
     same = {**base, "study": "b", "force": True, "tracking": {"uri": "y"}, "traces_dir": "u",
             "power": {"name": "none", "dry_run": True}}
-    assert cell_hash(base, "cpu") == cell_hash(same, "cpu") == cell_hash(base, "cpu")
-    assert cell_hash(base, "cpu") != cell_hash({**base, "batch_size": 2}, "cpu")
-    assert cell_hash(base, "cpu") != cell_hash(base, "cuda:0")
+    assert cell_hash(base, "cpu", "X") == cell_hash(same, "cpu", "X") == cell_hash(base, "cpu", "X")
+    assert cell_hash(base, "cpu", "X") != cell_hash({**base, "batch_size": 2}, "cpu", "X")
+    assert cell_hash(base, "cpu", "X") != cell_hash(base, "cuda:0", "X")
+    assert cell_hash(base, "cuda:0", "NVIDIA H100 80GB HBM3") != cell_hash(base, "cuda:0", "NVIDIA H200")
 
 
 def test_record_write_is_atomic_and_replaces(tmp_path):

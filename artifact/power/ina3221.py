@@ -15,6 +15,7 @@ def _read_number(path: Path) -> float:
 
 
 class Ina3221Meter(Meter):
+    host_wide = True
     name = "ina3221"
     period_s = 0.01  # the chips convert every few ms; sysfs reads take ~0.1 ms each
 

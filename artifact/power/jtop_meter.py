@@ -8,6 +8,7 @@ from .meters import Meter, MeterError, Reading, now
 
 
 class JtopMeter(Meter):
+    host_wide = True
     name = "jtop"
 
     def __init__(self, interval_s: float = 0.5):
@@ -35,3 +36,4 @@ class JtopMeter(Meter):
 
     def close(self) -> None:
         self.client.close()
+        super().close()

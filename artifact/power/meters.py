@@ -2,9 +2,14 @@
 where the hardware has one, `counter_j()` (a cumulative energy counter in joules)."""
 from __future__ import annotations
 
+import fcntl
+import os
+import socket
+import tempfile
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..config import BadInput
 
@@ -27,6 +32,8 @@ class Meter(ABC):
     name = "none"
     period_s = 0.1
     has_counter = False
+    host_wide = False   # reads the whole host or board (RAPL, INA3221, jtop): one cell at a time per host
+    _host_claim = None
 
     @abstractmethod
     def read(self) -> Reading:
@@ -52,8 +59,30 @@ class Meter(ABC):
     def describe(self) -> dict:
         return {"meter": self.name, "period_s": self.period_s, "energy_counter": self.has_counter}
 
+    def claim_host(self) -> None:
+        """For a host-wide meter: hold this host's meter lock (an flock, freed when the process ends) or raise
+        MeterError, since two cells measured at once on one host would each read the other's power."""
+        if not self.host_wide or self._host_claim is not None:
+            return
+        f = open(HOST_LOCK, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            owner = f.read().strip() or "another process"
+            f.close()
+            raise MeterError(f"meter={self.name} reads the whole host and {owner} is measuring with a host-wide "
+                             f"meter on it now ({HOST_LOCK}); host-wide meters take one cell at a time per host: "
+                             f"use the basic launcher or one worker per host") from None
+        f.truncate(0)
+        f.write(f"pid {os.getpid()} ({socket.gethostname()})")
+        f.flush()
+        self._host_claim = f
+
     def close(self) -> None:
-        pass
+        if self._host_claim is not None:
+            self._host_claim.close()
+            self._host_claim = None
 
 
 class NoMeter(Meter):
@@ -66,6 +95,9 @@ class NoMeter(Meter):
 
     def read(self) -> Reading:
         raise MeterError(f"no sensor: {self.reason}")
+
+
+HOST_LOCK = Path(tempfile.gettempdir()) / "edge-llm-artifact-host-meter.lock"
 
 
 def make_meter(meter_cfg, device: str) -> Meter:

@@ -8,6 +8,7 @@ from .meters import Meter, MeterError, Reading, now
 
 
 class RaplMeter(Meter):
+    host_wide = True
     name = "rapl"
     period_s = 0.05  # counters update every ~1 ms, but slopes over shorter spans are noisy
     has_counter = True

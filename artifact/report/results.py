@@ -44,6 +44,10 @@ COLUMNS = [
     ("cell_hash", "cell identity"), ("record", "the record folder"),
 ]
 NAMES = [c for c, _ in COLUMNS]
+# The headline numbers, also logged as MLflow metrics under these names (units in the names).
+KEY_METRICS = ("latency_median_s", "throughput_median_tok_s", "ttft_median_s", "decode_median_tok_s",
+               "per_token_median_s", "mem_peak_mib", "weights_mib", "power_median_w", "energy_j",
+               "energy_per_token_j", "net_energy_per_token_j", "perplexity")
 INTEGER = ("params", "batch_size", "seq_len", "in_len", "out_len", "reps", "ppl_tokens")
 NUMERIC = {c for c in NAMES if c.endswith(("_s", "_mib", "_w", "_j")) or c in (*INTEGER, "perplexity")}
 
@@ -78,7 +82,8 @@ def row_from_record(folder: Path) -> dict:
         "in_len": tokens.get("in_len"), "out_len": tokens.get("out_len"),
         "power_mode": config["power"]["name"], "meter": config["meter"]["name"], "device": result.get("device"),
         "host_kind": "jetson" if prov.get("l4t_release") else device.split(":")[0],
-        "hardware": (prov.get("gpu_name") if device.startswith("cuda") else None) or prov.get("cpu_model"),
+        "hardware": result.get("hardware") or (prov.get("gpu_name") if device.startswith("cuda") else None)
+        or prov.get("cpu_model"),
         "date": result.get("started_at"), "status": result["status"], "message": result.get("message", ""),
         "reps": stat("latency_s", "n"),
         "latency_median_s": stat("latency_s", "median"), "latency_mean_s": stat("latency_s", "mean"),
