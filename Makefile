@@ -29,7 +29,7 @@ STAMP := $(VENV)/.installed
 SCALE_STAMP := $(VENV)/.installed-scale
 LAUNCHER ?= basic
 
-.PHONY: setup scale gptq run test lint bench ui tracking-server data reproduce figures check push pull clean
+.PHONY: setup scale gptq run test test-slurm lint bench ui tracking-server data reproduce figures check push pull clean
 
 setup: $(STAMP)
 
@@ -80,6 +80,10 @@ pull: $(STAMP)
 test: $(SCALE_STAMP)
 	bash tests/services.sh
 	$(BIN)/python -m pytest -q tests $(ARGS)
+
+# The SLURM launcher against real slurmctld/slurmd on 127.0.0.1 (installs slurm-wlm as root); not in `make test`.
+test-slurm: $(SCALE_STAMP)
+	bash tests/slurm/run.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check artifact tests hydra_plugins
