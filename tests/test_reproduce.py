@@ -256,3 +256,24 @@ def test_claims_not_applicable_off_the_orin_or_without_a_sensor(tmp_path):
     assert v["C6"]["verdict"] == "NOT APPLICABLE" and "no power sensor" in v["C6"]["measured"]
     assert v["C7"]["verdict"] == "NOT APPLICABLE" and "no cell ran out of memory" in v["C7"]["measured"]
     assert v["C4"]["verdict"] == "NOT APPLICABLE" and v["C1"]["verdict"] == "NOT APPLICABLE"
+
+
+def test_bar_legends_name_every_series_and_single_lines_have_none():
+    """A precision missing for the first model (Phi-2 has no int8 bar) is still in the legend; a line figure of
+    one series draws no legend ("all")."""
+    import matplotlib.pyplot as plt
+
+    from artifact.report import figures
+    base = {"weights": "synthetic", "workload": "wikitext2", "power_mode": "none", "batch_size": 32, "seq_len": 512,
+            "status": "ok", "record": "r", "latency_std_s": 0.1}
+    rows = [{**base, "model": "phi2", "quant": "fp16", "latency_median_s": 1.0},
+            {**base, "model": "llama31-8b", "quant": "fp16", "latency_median_s": 2.0},
+            {**base, "model": "llama31-8b", "quant": "int8", "latency_median_s": 3.0}]
+    fig, axes = plt.subplots(1, 1, squeeze=False)
+    figures.bars({"x": "model", "series": "quant", "panels": ["latency_median_s"]}, rows, axes.flat)
+    assert [t.get_text() for t in axes.flat[0].get_legend().get_texts()] == ["fp16", "int8"]
+    fig, axes = plt.subplots(1, 1, squeeze=False)
+    figures.lines({"x": "seq_len", "panels": ["latency_median_s"]}, [{**rows[0], "seq_len": s} for s in (128, 256)],
+                  axes.flat)
+    assert axes.flat[0].get_legend() is None
+    plt.close("all")

@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 LABELS = {
     "latency_median_s": "Latency per batch (s)",
@@ -95,8 +96,8 @@ def lines(spec: dict, rows: list[dict], axes) -> list[dict]:
         ax.set_xlabel(LABELS.get(x, x))
         ax.set_ylabel(LABELS.get(panel, panel))
         ax.grid(True, alpha=0.3)
-    if groups and any(ax.get_legend_handles_labels()[0] for ax in axes):
-        axes[0].legend(fontsize=7, title=", ".join(keys) or None, title_fontsize=7)
+    if keys and any(ax.get_legend_handles_labels()[0] for ax in axes):  # one series needs no legend
+        axes[0].legend(fontsize=7, title=", ".join(keys), title_fontsize=7)
     return data
 
 
@@ -118,7 +119,7 @@ def bars(spec: dict, rows: list[dict], axes) -> list[dict]:
                     value = r.get(panel) if r["status"] == "ok" else None
                     if value is not None:
                         ax.bar(pos, value, width, yerr=r.get(ERRORS.get(panel, "")) if panel in ERRORS else None,
-                               capsize=2, color=f"C{j % 10}", label=s if i == 0 else None)
+                               capsize=2, color=f"C{j % 10}")
                         drawn = True
                     elif r["status"] == "oom":
                         ax.text(pos, 0, "OOM", rotation=90, ha="center", va="bottom", fontsize=7, color=f"C{j % 10}")
@@ -131,8 +132,9 @@ def bars(spec: dict, rows: list[dict], axes) -> list[dict]:
         ax.set_xlabel(LABELS.get(x, x))
         ax.set_ylabel(LABELS.get(panel, panel))
         ax.grid(True, axis="y", alpha=0.3)
-        if drawn and panel == spec["panels"][0]:
-            ax.legend(fontsize=7, title=LABELS.get(series, series), title_fontsize=7)
+        if drawn and panel == spec["panels"][0]:  # every series named, also one with no bar in this panel
+            handles = [Patch(color=f"C{j % 10}", label=str(s)) for j, s in enumerate(sers)]
+            ax.legend(handles=handles, fontsize=7, title=LABELS.get(series, series), title_fontsize=7)
     return data
 
 
