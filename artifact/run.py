@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from . import disk, launch, models, timing, tracking
+from . import disk, launch, models, roofline, timing, tracking
 from .config import BadInput, Cell, compose, one_line, overrides_from_params, register, resolve, to_container
 from .measure import TimedRun, TokenCountError, run_timed
 from .perplexity import perplexity
@@ -131,6 +131,7 @@ def measure_cell(cell: Cell, session: Session, cell_hash: str) -> tuple[Result, 
         result["cold_start_ratio"] = run.timing["cold_start_ratio"]
         result["timed_seconds"] = run.timing["timed_seconds"]
         result["perplexity"] = _perplexity(cell, session, loaded)
+        result["device_peaks"] = session.device_peaks(cell, roofline.compute_dtype(result))
     except BadInput:
         raise
     except Exception as e:  # a result, not a crash: recorded, and a sweep goes on

@@ -178,6 +178,7 @@ class Result(TypedDict, total=False):
     cold_start_ratio: Optional[float]
     timed_seconds: float
     perplexity: Perplexity
+    device_peaks: dict[str, Any]  # roofline peaks: name, mem_bw_gbs (GB/s), tflops per dtype, source (table/probe)
     traceback: str               # status error only
     cell_seconds: float          # the whole cell: load, prompts, idle, warm-up, timed, perplexity
     provenance: Provenance

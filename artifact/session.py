@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import models, provenance
+from . import models, provenance, roofline
 from .config import BadInput, Cell, to_container
 from .dblock import AdvisoryLocks
 from .power import Meter, PowerModes, make_meter
@@ -41,6 +41,7 @@ class Session:
         self.traces_dir: Path = Path("traces")              # where it wrote them
         self.failed: list[str] = []
         self.locks: dict[str, AdvisoryLocks] = {}           # tracking.lock_db -> its connections
+        self.peaks: dict[tuple[str, str], dict] = {}        # (device, dtype) -> probed roofline peaks
         self.progress = SweepProgress(total_cells)
 
     def __reduce__(self):
@@ -99,6 +100,17 @@ class Session:
                 raise
             self.meters[key] = meter
         return self.meters[key]
+
+    def device_peaks(self, cell: Cell, dtype: str) -> dict:
+        """The roofline peaks of the cell's device (artifact.roofline): conf/devices.yaml, else a probe measured
+        once per device and compute dtype in this process."""
+        table = roofline.table_peaks(cell.hardware, self.provenance().get("memory_total_bytes"), cell.power.name)
+        if table is not None:
+            return table
+        key = (cell.device, dtype)
+        if key not in self.peaks:
+            self.peaks[key] = roofline.probe(cell.device, dtype)
+        return self.peaks[key]
 
     def db_locks(self, uri: str | None) -> AdvisoryLocks | None:
         """The database locks of tracking.lock_db (None: the file lock alone)."""

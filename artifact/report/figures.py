@@ -21,6 +21,7 @@ LABELS = {
     "power_median_w": "Median power (W)",
     "energy_per_token_j": "Energy per token (J)",
     "energy_j": "Energy per inference (J)",
+    "decode_bw_fraction": "Decode: fraction of peak memory bandwidth",
     "batch_size": "Batch size",
     "seq_len": "Sequence length (input + output tokens)",
     "model": "Model", "quant": "Precision", "power_mode": "Power mode",
@@ -50,7 +51,9 @@ def order(values: list, key: str) -> list:
 
 
 def _no_data(ax, panel: str, rows: list[dict]) -> None:
-    if panel.startswith(("power", "energy")):
+    if panel.endswith("_fraction"):
+        text = "no device peaks for this hardware"
+    elif panel.startswith(("power", "energy")):
         reasons = {r["power_status"] for r in rows if r["status"] == "ok"}
         text = "no power sensor on this host" if reasons <= {"no sensor"} else f"power: {', '.join(sorted(reasons))}"
     else:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from .. import roofline
 from ..schema import Result
 from ..timing import cell_parts
 
@@ -37,6 +38,9 @@ COLUMNS = [
     ("power_mean_w", ""), ("idle_power_w", "median idle power before the cell's mode"),
     ("energy_j", "energy per inference (one batch), median over repetitions"),
     ("energy_per_token_j", "timed energy / (in + out tokens)"), ("net_energy_per_token_j", "minus idle power"),
+    ("decode_bw_fraction", "decode: (weights + KV read per step) / step time / peak memory bandwidth (roofline.py)"),
+    ("prefill_flops_fraction", "prefill: FLOPs / TTFT / peak dense FLOP/s at the compute dtype (roofline.py)"),
+    ("peaks", "where the peaks came from: a conf/devices.yaml entry or a probe"),
     ("implied_by", "OOM by implication (batch_ladder): the record of the smaller batch that ran out of memory"),
     ("cell_s", "the whole cell"), ("timed_s", "timed repetitions"), ("warmup_s", "warm-up generations"),
     ("load_s", "model load in this cell"), ("build_s", "checkpoint builds in this cell"),
@@ -47,9 +51,10 @@ NAMES = [c for c, _ in COLUMNS]
 # The headline numbers, also logged as MLflow metrics under these names (units in the names).
 KEY_METRICS = ("latency_median_s", "throughput_median_tok_s", "ttft_median_s", "decode_median_tok_s",
                "per_token_median_s", "mem_peak_mib", "weights_mib", "power_median_w", "energy_j",
-               "energy_per_token_j", "net_energy_per_token_j", "perplexity")
+               "energy_per_token_j", "net_energy_per_token_j", "perplexity", "decode_bw_fraction",
+               "prefill_flops_fraction")
 INTEGER = ("params", "batch_size", "seq_len", "in_len", "out_len", "reps", "ppl_tokens")
-NUMERIC = {c for c in NAMES if c.endswith(("_s", "_mib", "_w", "_j")) or c in (*INTEGER, "perplexity")}
+NUMERIC = {c for c in NAMES if c.endswith(("_s", "_mib", "_w", "_j", "_fraction")) or c in (*INTEGER, "perplexity")}
 
 
 def row_from_record(folder: Path) -> dict:
@@ -72,6 +77,12 @@ def row_from_record(folder: Path) -> dict:
 
     mem, weights = memory.get("incremental_peak_bytes"), model.get("weight_bytes")
     parts = cell_parts(result)
+    hardware = result.get("hardware") or (prov.get("gpu_name") if device.startswith("cuda") else None) \
+        or prov.get("cpu_model")
+    peaks = result.get("device_peaks") or roofline.table_peaks(hardware, prov.get("memory_total_bytes"),
+                                                               config["power"]["name"])
+    roof = roofline.fractions(config, result, peaks, {"per_token_s": stat("per_token_latency_s", "median"),
+                                                      "ttft_s": stat("ttft_s", "median")})
     return {
         "study": config["study"], "profile": config.get("profile", ""), "model": config["model"]["name"],
         # the config's count: packed 4-bit weights make the loaded count smaller
@@ -82,8 +93,7 @@ def row_from_record(folder: Path) -> dict:
         "in_len": tokens.get("in_len"), "out_len": tokens.get("out_len"),
         "power_mode": config["power"]["name"], "meter": config["meter"]["name"], "device": result.get("device"),
         "host_kind": "jetson" if prov.get("l4t_release") else device.split(":")[0],
-        "hardware": result.get("hardware") or (prov.get("gpu_name") if device.startswith("cuda") else None)
-        or prov.get("cpu_model"),
+        "hardware": hardware,
         "date": result.get("started_at"), "status": result["status"], "message": result.get("message", ""),
         "reps": stat("latency_s", "n"),
         "latency_median_s": stat("latency_s", "median"), "latency_mean_s": stat("latency_s", "mean"),
@@ -100,7 +110,8 @@ def row_from_record(folder: Path) -> dict:
         "power_median_w": timed_power.get("median"), "power_mean_w": timed_power.get("mean"),
         "idle_power_w": idle_power.get("median"),
         "energy_j": energy.get("per_rep_j_median"), "energy_per_token_j": energy.get("per_token_j"),
-        "net_energy_per_token_j": energy.get("net_per_token_j"), "implied_by": result.get("implied_by"),
+        "net_energy_per_token_j": energy.get("net_per_token_j"), **roof,
+        "peaks": (peaks or {}).get("name") if peaks else None, "implied_by": result.get("implied_by"),
         "cell_s": result.get("cell_seconds"), "timed_s": parts["timed"], "warmup_s": parts["warmup"],
         "load_s": parts["load"], "build_s": parts["build"], "ppl_s": parts["perplexity"], "idle_s": parts["idle"],
         "cell_hash": result["cell_hash"], "record": str(folder),
