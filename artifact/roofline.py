@@ -47,9 +47,10 @@ def table_peaks(hardware: str, host_memory_bytes: int | None = None, power_mode:
 
 
 def probe(device: str, dtype_name: str) -> dict:
-    """Measured peaks of this device: a copy of 256 MiB (bytes read + written / time) and an n x n matmul in
-    the cell's compute dtype (2 n^3 / time; n = 512 on a CPU, 8192 on a GPU); the best of 5 and 3 runs. Under a
-    second on a CPU; a probe, not a datasheet: small matmuls underestimate a CPU's peak."""
+    """Measured peaks of this device: a copy of 256 MiB (bytes read + written / time) and an n x n linear layer
+    in the cell's compute dtype (2 n^3 / time; n = 512 on a CPU, 8192 on a GPU); the best of 5 and 3 runs. Under
+    a second on a CPU; a probe, not a datasheet: small matmuls underestimate a CPU's peak. No fp16 FLOP/s peak on
+    a CPU: torch's fp16 GEMM speed there differs tenfold between kernels and shapes, so no probe bounds it."""
     import torch
     dev = torch.device(device)
 
@@ -71,12 +72,15 @@ def probe(device: str, dtype_name: str) -> dict:
     n_bytes = 256 * 2 ** 20
     src = torch.empty(n_bytes, dtype=torch.uint8, device=dev).fill_(1)
     bw = 2 * n_bytes / best(torch.Tensor.copy_, (torch.empty_like(src), src), 5) / 1e9
+    if dev.type == "cpu" and dtype_name == "fp16":  # no peak to trust: fp16 GEMM speed on a CPU depends on the
+        return {"name": "probe", "mem_bw_gbs": round(bw, 2), "tflops": {},  # kernel each shape takes (x10 apart)
+                "source": "probe (copy 256 MiB; no fp16 FLOP/s peak on a CPU)"}
     n = 512 if dev.type == "cpu" else 8192
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype_name]
     a = torch.randn(n, n, device=dev).to(dtype)
-    tflops = {dtype_name: round(2 * n ** 3 / best(torch.mm, (a, a), 3) / 1e12, 5)}
+    tflops = {dtype_name: round(2 * n ** 3 / best(torch.nn.functional.linear, (a, a), 3) / 1e12, 5)}
     return {"name": "probe", "mem_bw_gbs": round(bw, 2), "tflops": tflops,
-            "source": f"probe (copy 256 MiB, matmul {n}x{n})"}
+            "source": f"probe (copy 256 MiB, linear {n}x{n})"}
 
 
 def compute_dtype(result: dict) -> str:
