@@ -25,9 +25,14 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+# Written by the pipeline itself while `make reproduce` runs (DVC's lock, the profile line, the report): a change
+# there is not a change of the code that measures, so it does not make a record dirty.
+PIPELINE_STATE = (":!dvc.lock", ":!params.yaml", ":!paper")
+
+
 def git_state() -> dict:
     sha = _git("rev-parse", "HEAD")
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *PIPELINE_STATE)
     return {"git_sha": sha or "unknown", "git_dirty": bool(dirty) if dirty is not None else None}
 
 

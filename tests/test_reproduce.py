@@ -277,3 +277,13 @@ def test_bar_legends_name_every_series_and_single_lines_have_none():
                   axes.flat)
     assert axes.flat[0].get_legend() is None
     plt.close("all")
+
+
+def test_the_claims_table_names_the_regime_of_the_records():
+    ok = {"status": "ok"}
+    assert claims.regime([{**ok, "decode_bw_fraction": 0.06}, {**ok, "decode_bw_fraction": 0.14}]).startswith(
+        "not bandwidth-bound: decode at 0.06-0.14 of peak memory bandwidth")
+    near = claims.regime([{**ok, "decode_bw_fraction": 0.8}])
+    assert near == "bandwidth-bound: decode at 0.80 of peak memory bandwidth"
+    assert claims.regime([{**ok, "decode_bw_fraction": 0.1}, {**ok, "decode_bw_fraction": 0.7}]).startswith("mixed")
+    assert claims.regime([{**ok, "decode_bw_fraction": None}]).startswith("not known")

@@ -165,6 +165,25 @@ CLAIM_CHECKS = {"falls_with": falls_with, "change": change, "greater": greater, 
          "oom_caps_batch": oom_caps_batch}
 
 
+NEAR_ROOF = 0.5  # decode within 2x of the bandwidth floor: the roofline's usual "near the roof"; labels only
+
+
+def regime(rows: list[dict]) -> str:
+    """Which limit the cells' decode ran against, from their roofline fractions (artifact.roofline)."""
+    fractions = sorted(r["decode_bw_fraction"] for r in rows
+                       if r["status"] == "ok" and r.get("decode_bw_fraction") is not None)
+    if not fractions:
+        return "not known (no device peaks for these records)"
+    span = f"{fractions[0]:.2f}" if fractions[0] == fractions[-1] else f"{fractions[0]:.2f}-{fractions[-1]:.2f}"
+    near = sum(f >= NEAR_ROOF for f in fractions)
+    if near == len(fractions):
+        return f"bandwidth-bound: decode at {span} of peak memory bandwidth"
+    if near == 0:
+        return (f"not bandwidth-bound: decode at {span} of peak memory bandwidth (per-step overheads or compute "
+                f"bound it)")
+    return f"mixed: decode at {span} of peak memory bandwidth ({near} of {len(fractions)} cells near the roof)"
+
+
 def evaluate(claims: list[dict], rows: list[dict]) -> list[dict]:
     table = []
     for claim in claims:
@@ -180,24 +199,29 @@ def evaluate(claims: list[dict], rows: list[dict]) -> list[dict]:
         else:
             verdict, measured = CLAIM_CHECKS[c["kind"]](c, selected)
         table.append({"id": claim["id"], "claim": claim["claim"], "applies_to": claim["applies_to"],
-                      "verdict": verdict, "measured": measured, "paper": claim["paper"]})
+                      "verdict": verdict, "measured": measured, "paper": claim["paper"],
+                      "regime": regime(selected) if selected else "", "implies": claim.get("implies", "")})
     return table
 
 
 def write(table: list[dict], out_dir: Path, caption: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    fields = ["id", "verdict", "claim", "paper", "measured", "applies_to"]
+    fields = ["id", "verdict", "claim", "paper", "measured", "applies_to", "regime", "implies"]
     with open(out_dir / "claims.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows({k: t[k] for k in fields} for t in table)
     md = ["# Claims check", "", f"*{caption}*", "",
-          "| id | verdict | claim | paper | measured here |", "|---|---|---|---|---|"]
-    md += [f"| {t['id']} | **{t['verdict']}** | {t['claim']} | {t['paper']} | {t['measured']} |" for t in table]
+          "| id | verdict | claim | paper | measured here | regime of these records | the claim presumes |",
+          "|---|---|---|---|---|---|---|"]
+    md += [f"| {t['id']} | **{t['verdict']}** | {t['claim']} | {t['paper']} | {t['measured']} | {t['regime']} | "
+           f"{t['implies']} |" for t in table]
     (out_dir / "claims.md").write_text("\n".join(md) + "\n")
     return [out_dir / "claims.csv", out_dir / "claims.md"]
 
 
 def render(table: list[dict]) -> str:
     return "\n".join(f"{t['id']:<4} {t['verdict']:<15} {t['claim']}\n{'':<20}measured: {t['measured']}\n"
-                     f"{'':<20}paper:    {t['paper']}" for t in table)
+                     f"{'':<20}paper:    {t['paper']}"
+                     + (f"\n{'':<20}regime:   {t['regime']}" if t["regime"] else "")
+                     + (f"\n{'':<20}presumes: {t['implies']}" if t["implies"] else "") for t in table)
