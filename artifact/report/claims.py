@@ -174,7 +174,8 @@ def regime(rows: list[dict]) -> str:
                        if r["status"] == "ok" and r.get("decode_bw_fraction") is not None)
     if not fractions:
         return "not known (no device peaks for these records)"
-    span = f"{fractions[0]:.2f}" if fractions[0] == fractions[-1] else f"{fractions[0]:.2f}-{fractions[-1]:.2f}"
+    low, high = f"{fractions[0]:.2f}", f"{fractions[-1]:.2f}"
+    span = low if low == high else f"{low}-{high}"
     near = sum(f >= NEAR_ROOF for f in fractions)
     if near == len(fractions):
         return f"bandwidth-bound: decode at {span} of peak memory bandwidth"
