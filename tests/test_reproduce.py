@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -287,3 +288,13 @@ def test_the_claims_table_names_the_regime_of_the_records():
     assert near == "bandwidth-bound: decode at 0.80 of peak memory bandwidth"
     assert claims.regime([{**ok, "decode_bw_fraction": 0.1}, {**ok, "decode_bw_fraction": 0.7}]).startswith("mixed")
     assert claims.regime([{**ok, "decode_bw_fraction": None}]).startswith("not known")
+
+
+def test_power_and_energy_spread_come_from_each_repetitions_energy_and_latency(tmp_path):
+    from artifact.report.results import _power_spread
+    (tmp_path / "reps.csv").write_text("rep,latency_s\n0,2.0\n1,4.0\n")
+    out = _power_spread(tmp_path, {"per_rep_j": [200.0, 600.0]}, {"batch_size": 2, "seq_len": 50})
+    assert out["power_std_w"] == pytest.approx(statistics.stdev([100.0, 150.0]))
+    assert out["energy_per_token_std_j"] == pytest.approx(statistics.stdev([2.0, 6.0]))
+    assert _power_spread(tmp_path, {"per_rep_j": [200.0]}, {"batch_size": 2, "seq_len": 50}) == {
+        "power_std_w": None, "energy_per_token_std_j": None}  # one repetition has no spread: absent

@@ -26,7 +26,8 @@ LABELS = {
     "seq_len": "Sequence length (input + output tokens)",
     "model": "Model", "quant": "Precision", "power_mode": "Power mode",
 }
-ERRORS = {"latency_median_s": "latency_std_s", "throughput_median_tok_s": "throughput_std_tok_s"}
+ERRORS = {"latency_median_s": "latency_std_s", "throughput_median_tok_s": "throughput_std_tok_s",
+          "power_median_w": "power_std_w", "energy_per_token_j": "energy_per_token_std_j"}
 SERIES_KEYS = ("model", "weights", "quant", "workload", "power_mode", "batch_size", "seq_len")
 QUANT_ORDER = ["fp32", "fp16", "bf16", "int8", "int4", "int4-fp4", "gptq-int4"]
 DATA_FIELDS = ["panel", "series", "x", "value", "error", "status", "record"]

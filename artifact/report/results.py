@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 from pathlib import Path
 
 import yaml
@@ -35,9 +36,12 @@ COLUMNS = [
     ("weights_mib", "weight footprint as loaded"),
     ("perplexity", "WikiText-2 test perplexity"), ("ppl_tokens", "tokens scored"),
     ("power_status", "ok | no sensor | invalid"), ("power_median_w", "median power in the timed window"),
-    ("power_mean_w", ""), ("idle_power_w", "median idle power before the cell's mode"),
+    ("power_mean_w", ""), ("power_std_w", "std over repetitions of each repetition's mean power (energy / latency)"),
+    ("idle_power_w", "median idle power before the cell's mode"),
     ("energy_j", "energy per inference (one batch), median over repetitions"),
-    ("energy_per_token_j", "timed energy / (in + out tokens)"), ("net_energy_per_token_j", "minus idle power"),
+    ("energy_per_token_j", "timed energy / (in + out tokens)"),
+    ("energy_per_token_std_j", "std over repetitions of each repetition's energy / its (in + out) tokens"),
+    ("net_energy_per_token_j", "minus idle power"),
     ("decode_bw_fraction", "decode: (weights + KV read per step) / step time / peak memory bandwidth (roofline.py)"),
     ("prefill_flops_fraction", "prefill: FLOPs / TTFT / peak dense FLOP/s at the compute dtype (roofline.py)"),
     ("peaks", "where the peaks came from: a conf/devices.yaml entry or a probe"),
@@ -110,12 +114,30 @@ def row_from_record(folder: Path) -> dict:
         "power_median_w": timed_power.get("median"), "power_mean_w": timed_power.get("mean"),
         "idle_power_w": idle_power.get("median"),
         "energy_j": energy.get("per_rep_j_median"), "energy_per_token_j": energy.get("per_token_j"),
-        "net_energy_per_token_j": energy.get("net_per_token_j"), **roof,
+        "net_energy_per_token_j": energy.get("net_per_token_j"), **_power_spread(folder, energy, config), **roof,
         "peaks": (peaks or {}).get("name") if peaks else None, "implied_by": result.get("implied_by"),
         "cell_s": result.get("cell_seconds"), "timed_s": parts["timed"], "warmup_s": parts["warmup"],
         "load_s": parts["load"], "build_s": parts["build"], "ppl_s": parts["perplexity"], "idle_s": parts["idle"],
         "cell_hash": result["cell_hash"], "record": str(folder),
     }
+
+
+def _power_spread(folder: Path, energy: dict, config: dict) -> dict:
+    """Spread over the repetitions of mean power and energy per token, from each repetition's energy
+    (power.energy.per_rep_j) and latency (reps.csv); absent with fewer than two repetitions."""
+    out = {"power_std_w": None, "energy_per_token_std_j": None}
+    per_rep = energy.get("per_rep_j") or []
+    reps = folder / "reps.csv"
+    if len(per_rep) < 2 or not reps.is_file():
+        return out
+    with open(reps, newline="") as f:
+        latencies = [float(r["latency_s"]) for r in csv.DictReader(f)]
+    if len(latencies) != len(per_rep):
+        return out
+    tokens = config["batch_size"] * config["seq_len"]
+    out["power_std_w"] = statistics.stdev(j / s for j, s in zip(per_rep, latencies))
+    out["energy_per_token_std_j"] = statistics.stdev(j / tokens for j in per_rep)
+    return out
 
 
 def collect(traces_dir: str | Path) -> list[dict]:
