@@ -36,7 +36,8 @@ def in_driver_process() -> bool:
     return "BasicLauncher" in str(HydraConfig.get().launcher.get("_target_", "BasicLauncher"))
 
 
-def _key(line: str) -> str:
+def override_key(line: str) -> str:
+    """The top-level key an override sets: `model` for model=phi2, +model.weights=synthetic, ~model."""
     return line.lstrip("+~").split("=")[0].split(".")[0]
 
 
@@ -44,8 +45,8 @@ def group_jobs(lines: list[str], choices: list[list[str]]) -> list[str]:
     """The command line's overrides rewritten for one launcher job per group: the group keys (GROUP_KEYS) stay
     swept by Hydra; every other swept key goes into one `cells` override, the group's cells as
     'k=v k=v;k=v k=v', which the job runs in order."""
-    group = [line for line, c in zip(lines, choices) if _key(line) in GROUP_KEYS or len(c) == 1]
-    inner = [c for line, c in zip(lines, choices) if _key(line) not in GROUP_KEYS and len(c) > 1]
+    group = [line for line, c in zip(lines, choices) if override_key(line) in GROUP_KEYS or len(c) == 1]
+    inner = [c for line, c in zip(lines, choices) if override_key(line) not in GROUP_KEYS and len(c) > 1]
     if not inner:
         return group
     cells = ";".join(" ".join(combo) for combo in itertools.product(*inner))
@@ -66,7 +67,6 @@ def driver_overrides(first: Cell) -> list[str]:
     so a relative traces/ or sqlite:///mlflow.db would put records in a temp folder of the worker."""
     out = [f"{k}={Path(getattr(first, k)).resolve()}" for k in PATH_KEYS]
     out.append(f"tracking.uri={absolute_uri(first.tracking.uri)}")
-    out.append(f"tracking.enabled={str(first.tracking.enabled).lower()}")
     if first.tracking.lock_db:
         out.append(f"tracking.lock_db={first.tracking.lock_db}")
     return out

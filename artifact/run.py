@@ -355,12 +355,13 @@ def preflight(args: list[str], session: Session) -> list[str]:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
     session.progress.total = total
-    if launch.launcher_of(args) == "basic":
+    launcher = launch.launcher_of(args)
+    if launcher == "basic":
         return sweep_order(args)
     if cells[0].tracking.enabled:  # created once here: workers creating a store or an experiment at once race
-        tracking.experiment_id(tracking.client(launch.absolute_uri(cells[0].tracking.uri)),
-                               launch.absolute_uri(cells[0].tracking.uri), cells[0].study)
-    launch.driver_environment(launch.launcher_of(args))
+        uri = launch.absolute_uri(cells[0].tracking.uri)
+        tracking.experiment_id(tracking.client(uri), uri, cells[0].study)
+    launch.driver_environment(launcher)
     flags = [a for a in args if a.startswith("-") or a.lstrip("+~").startswith("hydra")]
     jobs = launch.group_jobs(lines, choices)
     return sweep_order(flags + launch.replace_overrides(jobs, launch.driver_overrides(cells[0])))
@@ -373,7 +374,7 @@ def _checkpoint_cells(lines: list[str], choices: list[list[str]], session: Sessi
     """Every combination of the swept values that decide checkpoints (model, quant, seed, ...), the rest at
     their first value: the cells whose checkpoints the sweep may build."""
     import itertools
-    varied = [c if line.lstrip("+~").split("=")[0].split(".")[0] in CHECKPOINT_KEYS else c[:1]
+    varied = [c if launch.override_key(line) in CHECKPOINT_KEYS else c[:1]
               for line, c in zip(lines, choices)]
     return [check_inputs(compose(list(combo)), session) for combo in itertools.product(*varied)]
 
@@ -395,7 +396,7 @@ def sweep_order(args: list[str]) -> list[str]:
     """Hydra's basic sweeper varies the first override slowest: put the power mode first, then the model,
     then the precision, so that a sweep switches modes and reloads models as rarely as possible."""
     def rank(arg: str) -> int:
-        group = arg.lstrip("+~").split("=")[0].split(".")[0]
+        group = launch.override_key(arg)
         return SLOWEST_FIRST.index(group) if group in SLOWEST_FIRST else len(SLOWEST_FIRST)
     flags = [a for a in args if a.startswith("-")]
     return flags + sorted((a for a in args if not a.startswith("-")), key=rank)

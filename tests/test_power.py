@@ -32,6 +32,29 @@ from fakes import (
 ORIN_TOTAL = list(AGX_ORIN_RAILS)
 
 
+class RampMeter(Meter):
+    """An analytic sensor: power base_w + slope_w_s x t, read `bias` times too high (1.0: exact), with an exact
+    energy counter (the integral, unbiased); rails=True splits it into a constant rail a and a ramp b."""
+    name, period_s, has_counter = "ramp", 0.01, True
+
+    def __init__(self, base_w: float, slope_w_s: float, bias: float = 1.0, rails: bool = False):
+        self.base_w, self.slope_w_s, self.bias, self.rails = base_w, slope_w_s, bias, rails
+        self.t0 = time.perf_counter()
+
+    def read(self):
+        t = time.perf_counter()
+        w = self.base_w + self.slope_w_s * (t - self.t0)
+        split = {"a": 0.6 * self.base_w, "b": w - 0.6 * self.base_w} if self.rails else {}
+        return Reading(t, self.bias * w, split)
+
+    def counter_j(self):
+        d = time.perf_counter() - self.t0
+        return self.base_w * d + self.slope_w_s / 2 * d * d
+
+    def describe(self):
+        return {"meter": "ramp"}
+
+
 # ------------------------------------------------------------------ energy, analytically
 
 def test_constant_power_integrates_exactly():
@@ -58,23 +81,8 @@ def test_coverage_failures_are_reported():
 
 
 def test_summary_of_a_window_with_counter_and_idle():
-    class Ramp(Meter):  # a meter whose power is 100 W + 10 W/s, with an exact energy counter
-        name, period_s, has_counter = "ramp", 0.01, True
-        t0 = time.perf_counter()
-
-        def read(self):
-            t = time.perf_counter()
-            return Reading(t, 100 + 10 * (t - self.t0), {"a": 60.0, "b": 40 + 10 * (t - self.t0)})
-
-        def counter_j(self):
-            d = time.perf_counter() - self.t0
-            return 100 * d + 5 * d * d
-
-        def describe(self):
-            return {"meter": "ramp"}
-
     mcfg = load_group("meter", "none")
-    s = Sampler(Ramp(), 100).start()
+    s = Sampler(RampMeter(100, 10, rails=True), 100).start()
     time.sleep(0.05)
     s.mark("timed_start", time.perf_counter())
     reps = []
@@ -113,23 +121,8 @@ def test_summary_of_a_window_with_counter_and_idle():
 def test_energy_follows_the_counter_when_the_samples_are_biased():
     """A sensor whose instantaneous readings run 8 % high (as a power field can against the energy counter):
     the cell's energy is the counter's, within 1 %; the trapezoid's 8 % stays in the record as the check."""
-    class Biased(Meter):
-        name, period_s, has_counter = "biased", 0.01, True
-        t0 = time.perf_counter()
-
-        def read(self):
-            t = time.perf_counter()
-            return Reading(t, 1.08 * (200 + 20 * (t - self.t0)))
-
-        def counter_j(self):
-            d = time.perf_counter() - self.t0
-            return 200 * d + 10 * d * d
-
-        def describe(self):
-            return {"meter": "biased"}
-
     meter_cfg = load_group("meter", "none")
-    s = Sampler(Biased(), 100).start()
+    s = Sampler(RampMeter(200, 20, bias=1.08), 100).start()
     time.sleep(0.05)
     s.mark("timed_start", time.perf_counter())
     a = time.perf_counter()
