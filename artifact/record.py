@@ -92,12 +92,36 @@ class CellStore:
 
     def finished(self, cell_hash: str) -> dict | None:
         """The result of a finished record (status ok or oom), else None."""
-        result = self.path(cell_hash) / "result.json"
+        return CellStore._finished_at(self.path(cell_hash) / "result.json")
+
+    @staticmethod
+    def _finished_at(result: Path) -> dict | None:
         try:
             data = json.loads(result.read_text())
         except (OSError, ValueError):
             return None
         return data if data.get("status") in FINISHED else None
+
+    def twin(self, cell_hash: str) -> Path | None:
+        """A finished record of the same cell in another study of this traces folder: the same identity is the
+        same measurement (a batch sweep's bs 32 is the precision sweep's fp16 cell), so it is reused, not re-run."""
+        for other in sorted(self.root.parent.glob(f"*/{cell_hash}/result.json")):
+            if other.parent.parent != self.root and CellStore._finished_at(other) is not None:
+                return other.parent
+        return None
+
+    def adopt(self, cell_hash: str, source: Path, config: dict) -> dict:
+        """Copy the twin record `source` into this study, atomically: its measurement files as they are, the
+        config with this study's labels, and the result with `same_record_as` (the study it was measured in)."""
+        result = dict(json.loads((source / "result.json").read_text()), same_record_as=source.parent.name)
+        host = socket.gethostname().replace("-", "_")
+        with atomic_folder(self.path(cell_hash), prefix=f".tmp-{cell_hash}-{host}-{os.getpid()}-") as tmp:
+            for f in source.iterdir():
+                if f.name not in ("config.yaml", "result.json"):
+                    shutil.copy2(f, tmp / f.name)
+            (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            (tmp / "result.json").write_text(json.dumps(result, indent=2, sort_keys=False))
+        return result
 
     def ooms(self) -> list[tuple[dict, dict]]:
         """(config, result) of every record with status oom in this study."""

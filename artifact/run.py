@@ -212,6 +212,13 @@ def run_cell(cell: Cell, session: Session) -> tuple[str, bool]:
             print(f"{name}: done already ({store.path(key)}), skipped; force=true re-runs it", flush=True)
             _log(cell, store.path(key), done)
             return done["status"], False
+        twin = None if cell.force else store.twin(key)
+        if twin is not None:
+            result = store.adopt(key, twin, cell.config)
+            print(f"{name}: the same cell was measured in study {twin.parent.name} ({twin}); its record is reused "
+                  f"-> {store.path(key)}", flush=True)
+            _log(cell, store.path(key), result)
+            return result["status"], False
         try:
             result, path = _measure_and_write(cell, session, store, key)
         finally:

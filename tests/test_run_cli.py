@@ -88,6 +88,23 @@ def test_finished_cell_is_skipped_and_force_reruns_it(cli):
     assert json.loads((rec / "result.json").read_text())["record_id"] != first
 
 
+def test_a_cell_measured_in_another_study_is_reused_not_measured_again(cli):
+    assert cli.run(*FAST, "study=first").returncode == 0
+    [measured] = cli.records("first")
+    again = cli.run(*FAST, "study=second")
+    assert again.returncode == 0 and "the same cell was measured in study first" in again.stdout
+    [reused] = cli.records("second")
+    assert reused.name == measured.name
+    first, second = (json.loads((r / "result.json").read_text()) for r in (measured, reused))
+    assert second.pop("same_record_as") == "first" and second == first  # one measurement, one record_id
+    assert (reused / "reps.csv").read_bytes() == (measured / "reps.csv").read_bytes()
+    assert yaml.safe_load((reused / "config.yaml").read_text())["study"] == "second"
+    assert [r.data.tags["record_id"] for r in cli.mlflow_runs("second")] == [first["record_id"]]
+    forced = cli.run(*FAST, "study=second", "force=true")
+    assert forced.returncode == 0 and "measured in study" not in forced.stdout
+    assert json.loads((reused / "result.json").read_text())["record_id"] != first["record_id"]
+
+
 def test_every_precision_in_one_sweep(cli):
     out = cli.run("-m", "quant=fp32,fp16,bf16,int8,int4,int4-fp4", "batch_size=2", "seq_len=12", "warmup=0",
                   "min_reps=2", "min_seconds=0", "ppl=off", "study=precisions")
