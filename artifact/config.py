@@ -128,7 +128,8 @@ class PowerConfig:
     root: str = "/"                     # where /etc and /sys are (tests use a fake tree)
     nvpmodel: str = "nvpmodel"          # the executable, looked up on PATH
     nvpmodel_conf: str = "/etc/nvpmodel.conf"
-    clocks: str = "stock"               # stock | assumed: whether `expect` holds clocks the paper did not state
+    clocks: str = "stock"               # stock (NVIDIA's mode) | given (a custom mode's clocks under expect) |
+    #                                     unknown (a custom mode whose clocks are not known: none set or checked)
     gpu_devfreq_glob: str = "sys/class/devfreq/*ga10b*"
     emc_max_rate_path: str = "sys/kernel/debug/bpmp/debug/clk/emc/max_rate"
 
@@ -310,7 +311,7 @@ def validate(cfg: DictConfig) -> None:
                           f"meter.min_samples={cfg.meter.min_samples}: need rate_hz > 0, idle_seconds >= 0, "
                           f"min_samples >= 2")
     _one_of("power.kind", cfg.power.kind, ("none", "nvpmodel"))
-    _one_of("power.clocks", cfg.power.clocks, ("stock", "assumed"))
+    _one_of("power.clocks", cfg.power.clocks, ("stock", "given", "unknown"))
     if cfg.power.kind == "nvpmodel" and not cfg.power.nvpmodel_name:
         raise BadInput(f"power={cfg.power.name} has kind=nvpmodel but no nvpmodel_name")
     unknown = set(cfg.power.expect) - set(EXPECTABLE)

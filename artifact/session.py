@@ -9,7 +9,8 @@ from pathlib import Path
 from . import models, provenance, roofline
 from .config import BadInput, Cell, to_container
 from .dblock import AdvisoryLocks
-from .power import Meter, PowerModes, make_meter
+from .power import Meter, make_meter
+from .power.modes import PowerModes
 from .progress import SweepProgress
 from .record import CellStore, ladder_key
 from .schema import Provenance, Result

@@ -282,6 +282,20 @@ def test_unknown_mode_name_and_off_jetson(tmp_path, monkeypatch):
         PowerModes(power_cfg("30W", tmp_path)).resolve(power_cfg("30W", tmp_path))
 
 
+def test_no_nvpmodel_block_is_made_up_for_a_mode_whose_clocks_are_unknown():
+    """The paper's custom modes have no known clocks: their conf block is refused in one line, a stock mode's
+    known readback (its online cores) is printed."""
+    cmd = [sys.executable, "-m", "artifact.power.modes", "--conf-block"]
+    out = subprocess.run([*cmd, "pm-h"], capture_output=True, text=True)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.strip() == (
+        "error: power=pm-h defines no clocks (clocks: unknown): its PM_H block cannot be written from what is "
+        "known; write it from the paper's table and add the clocks under expect in conf/power/pm-h.yaml")
+    block = subprocess.run([*cmd, "15W", "--id", "7"], capture_output=True, text=True, check=True).stdout
+    assert block.splitlines()[0] == "< POWER_MODEL ID=7 NAME=MODE_15W >" and "CPU_ONLINE CORE_3 1" in block
+    assert "MAX_FREQ" not in block
+
+
 def test_previous_mode_is_restored_when_the_process_dies_of_an_exception(tmp_path):
     log = make_jetson(tmp_path / "jetson", tmp_path / "bin", start_id=3)
     script = ("from artifact.config import load_group\nfrom artifact.power.modes import PowerModes\n"

@@ -102,8 +102,9 @@ class PowerModes:
         modes = modes_in_conf(self.conf)
         if power_cfg.nvpmodel_name not in modes:
             raise PowerModeError(f"power mode {power_cfg.nvpmodel_name!r} is not in {self.conf} (modes there: "
-                                 f"{', '.join(modes)}); for a custom mode add the block printed by "
-                                 f"`python -m artifact.power.modes --conf-block {power_cfg.name}`")
+                                 f"{', '.join(modes)}); for a custom mode add its POWER_MODEL block (printed by "
+                                 f"`python -m artifact.power.modes --conf-block {power_cfg.name}` where "
+                                 f"conf/power/{power_cfg.name}.yaml gives its clocks)")
         return modes[power_cfg.nvpmodel_name]
 
     def plan(self, power_cfg) -> list[str]:
@@ -173,6 +174,10 @@ def conf_block(power_cfg, mode_id: int) -> str:
     """An nvpmodel.conf POWER_MODEL block for a custom mode (AGX Orin 64GB names; check them against
     your L4T release's /etc/nvpmodel.conf before adding it)."""
     e = power_cfg.expect
+    if not any(v is not None for v in e.values()):
+        raise PowerModeError(f"power={power_cfg.name} defines no clocks (clocks: {power_cfg.clocks}): its "
+                             f"{power_cfg.nvpmodel_name} block cannot be written from what is known; write it from "
+                             f"the paper's table and add the clocks under expect in conf/power/{power_cfg.name}.yaml")
     lines = [f"< POWER_MODEL ID={mode_id} NAME={power_cfg.nvpmodel_name} >"]
     cores = e.get("cpu_cores_online")
     if cores is not None:
@@ -195,7 +200,10 @@ def main() -> None:
     ap.add_argument("--conf-block", required=True, metavar="NAME", help="a conf/power/NAME.yaml")
     ap.add_argument("--id", type=int, default=100, help="a mode id not used in your nvpmodel.conf")
     a = ap.parse_args()
-    print(conf_block(load_group("power", a.conf_block), a.id))
+    try:
+        print(conf_block(load_group("power", a.conf_block), a.id))
+    except PowerModeError as e:
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -54,24 +54,28 @@ def pivot(spec: dict, rows: list[dict]) -> tuple[list[str], list[list]]:
 
 def power_modes(spec: dict, rows: list[dict]) -> tuple[list[str], list[list]]:
     """The configured modes (conf/power, resolved into spec["mode_configs"] by experiments.load) and, where a
-    Jetson ran them, what was measured there. `clocks` says whether the expected clocks are the paper's
-    (stock) or our assumption."""
+    Jetson ran them, what was measured there. `clocks`: stock (NVIDIA's mode: unlisted clocks are its own),
+    given (a custom mode's clocks, as configured) or unknown (a custom mode whose clocks nobody has stated)."""
     head = ["mode", "nvpmodel name", "CPU cores", "CPU max (MHz)", "GPU max (MHz)", "EMC max (MHz)", "clocks",
             "idle power (W)", "median power under load (W)", "latency (s)"]
     body = []
     for name, mode in zip(spec["modes"], spec["mode_configs"]):
         e = mode.expect
-        mhz = lambda v, scale: _fmt(v / scale, 5) if v else "stock"  # noqa: E731
+        unset = "not known" if mode.clocks == "unknown" else "stock"
         measured = [r for r in rows if r["power_mode"] == name and r["status"] == "ok"]
         m = measured[0] if measured else {}
-        body.append([name, mode.nvpmodel_name or "–", e.get("cpu_cores_online") or "stock",
-                     mhz(e.get("cpu_max_khz"), 1e3),
-                     mhz(e.get("gpu_max_hz"), 1e6), mhz(e.get("emc_max_hz"), 1e6),
+        body.append([name, mode.nvpmodel_name or "–", e.get("cpu_cores_online") or unset,
+                     _mhz(e.get("cpu_max_khz"), 1e3, unset),
+                     _mhz(e.get("gpu_max_hz"), 1e6, unset), _mhz(e.get("emc_max_hz"), 1e6, unset),
                      mode.clocks,
                      _fmt(m.get("idle_power_w")) if m else "not measured",
                      _fmt(m.get("power_median_w")) if m else "not measured",
                      _fmt(m.get("latency_median_s")) if m else "not measured"])
     return head, body
+
+
+def _mhz(value, scale: float, unset: str) -> str:
+    return _fmt(value / scale, 5) if value else unset
 
 
 TABLE_BUILDERS = {"models": models, "pivot": pivot, "power_modes": power_modes}  # conf/experiment table.kind
