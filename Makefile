@@ -1,7 +1,8 @@
 # Every target sets up (or reuses) the virtual environment itself.
 #   make reproduce     run the experiments of the profile this hardware gets, build every table and figure
 #   make reproduce PROFILE=gpu|paper|smoke     a chosen profile
-#   make figures       rebuild figures and tables from the records (or the committed paper/results.csv)
+#   make figures       rebuild paper/<profile>/ from the records under traces/ (PROFILE=gpu: that profile)
+#   make replay        rebuild every paper/<profile>/ from its records.tar.xz alone: byte-identical to the commit
 #   make check         the claims table
 #   make test          set up and run the test suite
 #   make lint          ruff (pyproject.toml [tool.ruff]): must be clean
@@ -29,7 +30,7 @@ STAMP := $(VENV)/.installed
 SCALE_STAMP := $(VENV)/.installed-scale
 LAUNCHER ?= basic
 
-.PHONY: setup scale gptq run test test-slurm lint bench ui tracking-server data reproduce figures check push pull clean
+.PHONY: setup scale gptq run test test-slurm lint bench ui tracking-server data reproduce figures replay check push pull clean
 
 setup: $(STAMP)
 
@@ -64,7 +65,13 @@ reproduce: $(STAMP)
 	start=$$(date +%s); ARTIFACT_LAUNCHER=$(LAUNCHER) $(DVC) repro report && $(BIN)/python -m artifact.timing --since $$start
 
 figures: $(STAMP)
-	$(BIN)/python -m artifact.report
+	$(BIN)/python -m artifact.report --profile $(PROFILE)
+
+replay: $(STAMP)
+	$(BIN)/python -m artifact.report --replay --no-mlflow
+	@if git rev-parse -q --verify HEAD >/dev/null 2>&1; then git status --short -- paper; \
+	  if git diff --quiet -- paper; then echo "paper/: rebuilt byte-identical to the commit"; \
+	  else echo "paper/ differs from the commit: git diff -- paper" >&2; exit 1; fi; fi
 
 check: $(STAMP)
 	$(BIN)/python -m artifact.report --check --no-mlflow

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-report", action="store_true", help="run the experiments only")
     ap.add_argument("--list", action="store_true", help="print each experiment's command; run nothing")
     ap.add_argument("--traces-dir", default="traces")
-    ap.add_argument("--out", default="paper", help="where the report writes (default paper/)")
+    ap.add_argument("--out", default="paper", help="where the report writes (default paper/<profile>/)")
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     args = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nexperiments done in {minutes:.1f} min" + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
     if not args.no_report:
         from .report.build import report
-        failed += ["report"] if report(Path(args.traces_dir), Path(args.out)) else []
+        failed += ["report"] if report(Path(args.traces_dir), Path(args.out), profiles=[profile]) else []
     return 1 if failed else 0
 
 

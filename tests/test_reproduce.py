@@ -72,6 +72,27 @@ def test_reproduce_lists_the_plan_and_rejects_a_bad_profile():
         "error: profile='orin' is not allowed; use auto or one of: paper, gpu, smoke")
 
 
+def test_every_shipped_profile_replays_byte_identical_from_its_archive(tmp_path):
+    """make replay's promise on the repository itself: each paper/<profile>/ (the gpu profile's H100 records too)
+    rebuilds from its records.tar.xz alone, every committed file byte for byte, with no traces/ and no remote."""
+    shipped = subprocess.run(["git", "ls-files", "paper"], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.split()
+    profiles = sorted({Path(f).parts[1] for f in shipped if f.endswith("/records.tar.xz")})
+    assert {"smoke", "gpu"} <= set(profiles)
+    shutil.copytree(REPO / "paper", tmp_path / "paper")
+    for f in (tmp_path / "paper").rglob("*"):  # everything but the archives is rebuilt from scratch
+        if f.is_file() and f.name != "records.tar.xz":
+            f.unlink()
+    out = subprocess.run([sys.executable, "-m", "artifact.report", "--replay", "--no-mlflow",
+                          "--traces-dir", str(tmp_path / "no-traces")], cwd=tmp_path, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    for profile in profiles:
+        assert f"profile {profile}: report from" in out.stdout and "records in paper/" in out.stdout
+    for f in shipped:
+        assert (tmp_path / f).read_bytes() == (REPO / f).read_bytes(), f"{f} differs when replayed"
+
+
 # ------------------------------------------------------------------ a tiny pipeline through DVC
 
 @pytest.fixture(scope="module")
@@ -88,9 +109,8 @@ def pipeline(tmp_path_factory, models_dir, data_dir):
         "experiment": {"cmd": f"python -m artifact.reproduce --profile smoke --no-report precision_sweep -- {shrink}",
                        "deps": ["traces/data.json", "models"],
                        "outs": [{"traces/precision_sweep": {"persist": True}}]},
-        "report": {"cmd": "python -m artifact.report", "deps": ["traces/precision_sweep"],
-                   "outs": [{"paper/results.csv": {"cache": False}}, {"paper/figures": {"cache": False}},
-                            {"paper/tables": {"cache": False}}, {"paper/claims.md": {"cache": False}}]}}}))
+        "report": {"cmd": "python -m artifact.report --profile smoke", "deps": ["traces/precision_sweep"],
+                   "outs": [{"paper": {"cache": False, "persist": True}}]}}}))
     sh("git init -q && git config user.email t@t && git config user.name t && dvc init -q && "
        f"dvc remote add -d store {root / 'remote'}", root, env)
     first = sh(f"{BIN}/dvc repro", root, env)
@@ -110,9 +130,9 @@ def test_pipeline_runs_then_does_nothing_the_second_time(pipeline):
 
 def test_results_table_and_figure_data_equal_the_records(pipeline):
     root = pipeline[0]
-    rows = read(root / "paper" / "results.csv")
+    rows = read(root / "paper" / "smoke" / "results.csv")
     assert len(rows) == 4 and {r["quant"] for r in rows} == {"fp32", "int8"}
-    points = read(root / "paper" / "figures" / "precision_sweep.csv")
+    points = read(root / "paper" / "smoke" / "figures" / "precision_sweep.csv")
     for row in rows:
         result = json.loads((root / row["record"] / "result.json").read_text())
         median = result["metrics"]["latency_s"]["median"]
@@ -127,25 +147,36 @@ def test_results_table_and_figure_data_equal_the_records(pipeline):
     power = [p for p in points if p["panel"] == "power_median_w"]
     assert power and all(p["value"] == "" for p in power)
     for ext in ("pdf", "png"):
-        assert (root / "paper" / "figures" / f"precision_sweep.{ext}").stat().st_size > 10_000
+        assert (root / "paper" / "smoke" / "figures" / f"precision_sweep.{ext}").stat().st_size > 10_000
 
 
-def test_figures_rebuild_from_records_alone_and_from_the_results_table(pipeline, tmp_path):
-    """No model and no torch: the report only reads. The committed results table alone gives the same data."""
+def test_figures_rebuild_from_the_archive_alone_and_from_the_results_table(pipeline, tmp_path):
+    """No model and no torch: the report only reads. The profile's archive of raw records alone, with no traces/,
+    rebuilds the same files byte for byte; the committed results table alone gives the same drawn data."""
     root, env = pipeline[0], pipeline[1]
     probe = ("import sys; from artifact.report.__main__ import main; rc = main(sys.argv[1:]); "
              "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, "
              "'report imported a model stack'; "
              "sys.exit(rc)")
+    shipped = root / "paper" / "smoke"
+    assert (shipped / "records.tar.xz").stat().st_size < 50_000  # four records, compressed
     replay = tmp_path / "replay"
-    (replay / "paper").mkdir(parents=True)
-    shutil.copy(root / "paper" / "results.csv", replay / "paper" / "results.csv")
-    out = sh([sys.executable, "-c", probe, "--no-mlflow"], replay, env)  # no traces/ here
-    assert "report from paper/results.csv (no records under traces/)" in out.stdout
-    drawn = "paper/figures/precision_sweep.csv"
-    assert read(replay / drawn) == read(root / drawn)
-    assert (replay / "paper" / "tables" / "models_table.md").is_file() is False  # no models_table records: no table
-    assert "power_modes_table" in (replay / "paper" / "index.md").read_text()
+    shutil.copytree(root / "paper", replay / "paper")
+    out = sh([sys.executable, "-c", probe, "--no-mlflow", "--replay"], replay, env)  # no traces/ here
+    assert "report from 4 records in paper/smoke/records.tar.xz" in out.stdout
+    for f in sorted(p for p in shipped.rglob("*") if p.is_file()):
+        assert (replay / "paper" / "smoke" / f.relative_to(shipped)).read_bytes() == f.read_bytes(), f
+    assert not (replay / "traces").exists()
+    table_only = tmp_path / "table-only"
+    (table_only / "paper" / "smoke").mkdir(parents=True)
+    shutil.copy(shipped / "results.csv", table_only / "paper" / "smoke" / "results.csv")
+    out = sh([sys.executable, "-c", probe, "--no-mlflow"], table_only, env)
+    assert "report from paper/smoke/results.csv (no records)" in out.stdout
+    drawn = "paper/smoke/figures/precision_sweep.csv"
+    assert read(table_only / drawn) == read(root / drawn)
+    assert not (table_only / "paper" / "smoke" / "tables" / "models_table.md").is_file()  # no such records
+    assert "power_modes_table" in (table_only / "paper" / "smoke" / "index.md").read_text()
+    assert "[smoke](smoke/index.md)" in (table_only / "paper" / "index.md").read_text()
 
 
 def test_the_quantize_stage_versions_models_and_the_records_name_their_provenance(pipeline):

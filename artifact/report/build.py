@@ -1,30 +1,22 @@
-"""The report: every figure and table of the experiments, the claims check, and an index, built from the raw
-records (or the committed results table). It only reads: no model, no torch, never a re-measurement."""
+"""The report: per profile (paper/<profile>/) every figure and table of the experiments, the claims check, an
+index and the archive of its raw records; and paper/index.md over the profiles. Built from the raw records (under
+traces/, else the profile's archive, else its committed results table). It only reads: no model, no torch, never
+a re-measurement."""
 from __future__ import annotations
 
+import csv
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from .. import experiments, tracking
 from ..config import CONF_DIR
-from . import claims, figures, results, tables
+from . import archive, claims, figures, results, tables
 
 GENERATED = ("*.pdf", "*.png", "*.csv", "*.md", "*.tex")
 CLAIMS = CONF_DIR / "claims.yaml"  # the paper's stated results, as checks (an input, not an output)
-
-
-def load_rows(traces_dir: Path, results_csv: Path) -> tuple[list[dict], str]:
-    """Rows from the raw records when there are any, else from the committed results table. Records are
-    written to the table and read back, so both paths give the report exactly the same typed rows."""
-    if any(traces_dir.glob("*/*/result.json")):
-        results.write_csv(results.collect(traces_dir), results_csv)
-        return results.read_csv(results_csv), f"records under {traces_dir}/"
-    if results_csv.is_file():
-        return results.read_csv(results_csv), f"{results_csv} (no records under {traces_dir}/)"
-    raise FileNotFoundError(f"no records under {traces_dir}/ and no {results_csv}: run `make reproduce` "
-                            f"(measures) or `dvc pull` (fetches the records)")
 
 
 def caption(rows: list[dict], profile_skip: str | None = None) -> str:
@@ -78,12 +70,13 @@ TIME_PARTS = [("timed_s", "timed"), ("warmup_s", "warm-up"), ("load_s", "loads")
 
 def write_time(rows: list[dict], out: Path) -> Path:
     """time.md: per study, the seconds its measured cells spent by part (the records' own clocks; process and
-    DVC overhead are in `make reproduce`'s closing table)."""
+    DVC overhead are in `make reproduce`'s closing table). Cells measured in another study are not counted."""
     head = ["study", "cells", "cells (s)", *[label + " (s)" for _, label in TIME_PARTS], "rest (s)",
             "cells / generation"]
     lines = ["# Where the time went", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for study in sorted({r["study"] for r in rows}):
-        rs = [r for r in rows if r["study"] == study and r.get("cell_s") is not None and not r.get("implied_by")]
+        rs = [r for r in rows if r["study"] == study and r.get("cell_s") is not None and not r.get("implied_by")
+              and not r.get("same_record_as")]
         if not rs:
             continue
         total = sum(r["cell_s"] for r in rs)
@@ -97,12 +90,12 @@ def write_time(rows: list[dict], out: Path) -> Path:
 
 
 def log_report(out: Path, rows: list[dict], table: list[dict]) -> None:
-    """An MLflow run `report` in experiment `report`, holding every output as an artifact."""
+    """An MLflow run `report <profile> <time>` in experiment `report`, holding the profile's outputs."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
     mlflow = tracking.client(uri)
     exp_id = tracking.experiment_id(mlflow, uri, "report")
-    run = mlflow.create_run(exp_id, run_name=f"report {time.strftime('%Y-%m-%d %H:%M')}",
-                            tags={"profiles": ",".join(sorted({str(r['profile']) for r in rows}))})
+    run = mlflow.create_run(exp_id, run_name=f"report {out.name} {time.strftime('%Y-%m-%d %H:%M')}",
+                            tags={"profile": out.name})
     for verdict in (claims.PASS, claims.FAIL, claims.NA):
         mlflow.log_metric(run.info.run_id, f"claims_{verdict.lower().replace(' ', '_')}",
                           sum(t["verdict"] == verdict for t in table))
@@ -114,36 +107,114 @@ def log_report(out: Path, rows: list[dict], table: list[dict]) -> None:
     mlflow.set_terminated(run.info.run_id, "FINISHED")
 
 
-def report(traces_dir: Path, out: Path, *, claims_file: Path | None = None, check_only: bool = False,
-           log_mlflow: bool = True) -> int:
-    """Build the report into `out` (results.csv, figures/, tables/, claims.md/.csv, index.md) and print the
-    claims table. `claims_file`: default <out>/claims.yaml where one is there, else conf/claims.yaml.
-    Returns the exit code: 0, or 2 with one line when there is nothing to report from."""
-    try:
-        rows, source = load_rows(traces_dir, out / "results.csv")
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"report from {source}: {len(rows)} cells", flush=True)
-    claims_file = claims_file or (out / "claims.yaml" if (out / "claims.yaml").is_file() else CLAIMS)
-    table = claims.evaluate(claims.load(claims_file), rows)
-    cap = caption([r for r in rows if r["study"] in {experiments.load(n)["study"] for n in experiments.names()}])
+def experiment_rows(rows: list[dict]) -> list[dict]:
+    """The rows a profile's report shows: cells of the experiments (not single `cell` runs or studies of
+    one-off investigations) measured under a named profile."""
+    studies = {experiments.load(n)["study"] for n in experiments.names()}
+    return [r for r in rows if r["study"] in studies and r["profile"] in experiments.PROFILES]
+
+
+def profile_rows(profile: str, live: list[dict], traces_dir: Path, out: Path, tmp: Path) -> tuple[list[dict], str]:
+    """A profile's rows: its records under traces/ when there are any (the archive is rewritten from them), else
+    the records in its archive, else its committed results table. Rows go through results.csv and are read back,
+    so every source gives the report the same typed rows."""
+    rows = [r for r in live if r["profile"] == profile]
+    if rows:
+        archive.write(traces_dir, [r["record"] for r in rows], out / archive.NAME)
+        source = f"{len(rows)} records under {traces_dir}/"
+    elif (out / archive.NAME).is_file():
+        rows = experiment_rows(results.collect(archive.unpack(out / archive.NAME, tmp / profile)))
+        source = f"{len(rows)} records in {out / archive.NAME}"
+    elif (out / "results.csv").is_file():
+        return results.read_csv(out / "results.csv"), f"{out / 'results.csv'} (no records)"
+    else:
+        raise FileNotFoundError(f"no records of profile {profile} under {traces_dir}/ and no {out / archive.NAME}: "
+                                f"run `make reproduce PROFILE={profile}` (measures) or `dvc pull` (fetches them)")
+    results.write_csv(rows, out / "results.csv")
+    return results.read_csv(out / "results.csv"), source
+
+
+def build_profile(rows: list[dict], out: Path, spec: list[dict], check_only: bool) -> list[dict]:
+    """One profile's report in out/: results.csv (already written), claims, and unless check_only every figure
+    and table, time.md and index.md. Returns the claims table."""
+    table = claims.evaluate(spec, rows)
+    cap = caption(rows)
     claims.write(table, out, cap)
-    print("\nclaims (paper/claims.md):\n" + claims.render(table), flush=True)
-    counts = {v: sum(t["verdict"] == v for t in table) for v in (claims.PASS, claims.FAIL, claims.NA)}
-    print("\n" + ", ".join(f"{n} {v}" for v, n in counts.items()), flush=True)
     if check_only:
-        return 0
+        return table
     index = build_outputs(rows, out)
     write_time(rows, out)
-    (out / "index.md").write_text("# Generated figures and tables\n\n" + f"Built from {source}; {cap}.\n\n"
-                                  + "\n".join(index) + "\n\nClaims: [claims.md](claims.md). "
-                                  "Every number: [results.csv](results.csv). "
-                                  "Where the time went: [time.md](time.md).\n")
-    print("\n" + "\n".join(index), flush=True)
-    if log_mlflow and os.environ.get("ARTIFACT_TRACKING", "1") != "0":
-        try:
-            log_report(out, rows, table)
-        except Exception as e:  # the files stand; the UI just lacks this run
-            print(f"warning: MLflow report run not logged ({type(e).__name__}: {e})", file=sys.stderr)
+    archived = (f" Raw records: [{archive.NAME}]({archive.NAME}) (`make replay` rebuilds this folder from them)."
+                if (out / archive.NAME).is_file() else "")
+    (out / "index.md").write_text(f"# Profile {out.name}: figures and tables\n\n{cap}.\n\n" + "\n".join(index)
+                                  + "\n\nClaims: [claims.md](claims.md). Every number: [results.csv](results.csv). "
+                                  f"Where the time went: [time.md](time.md).{archived}\n")
+    return table
+
+
+def write_index(root: Path) -> Path:
+    """paper/index.md: every profile folder under root with its hardware, dates, cells by status, the commits
+    that measured them and its claims verdicts (all read from the folder's own files)."""
+    lines = ["# Results per profile", "",
+             "Each folder is one profile's report, built from its raw records (`make replay` rebuilds them all).", "",
+             "| profile | hardware | measured | cells (ok / oom / error) | git sha of the records | claims |",
+             "|---|---|---|---|---|---|"]
+    for folder in sorted(p.parent for p in root.glob("*/results.csv")):
+        rows = results.read_csv(folder / "results.csv")
+        status = [sum(r["status"] == s for r in rows) for s in ("ok", "oom", "error")]
+        hardware = ", ".join(sorted({f"{r['hardware']} ({r['host_kind']})" for r in rows}))
+        dates = sorted(r["date"][:10] for r in rows if r["date"])
+        when = "" if not dates else dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
+        shas = [r["git_sha"] or "unknown" for r in rows]
+        commits = ", ".join(f"{s} ({shas.count(s)})" for s in sorted(set(shas)))
+        verdicts = ""
+        if (folder / "claims.csv").is_file():
+            with open(folder / "claims.csv", newline="") as f:
+                got = [t["verdict"] for t in csv.DictReader(f)]
+            verdicts = ", ".join(f"{got.count(v)} {v}" for v in (claims.PASS, claims.FAIL, claims.NA) if v in got)
+        lines.append(f"| [{folder.name}]({folder.name}/index.md) | {hardware} | {when} | {len(rows)} "
+                     f"({' / '.join(map(str, status))}) | {commits} | [{verdicts}]({folder.name}/claims.md) |")
+    (root / "index.md").write_text("\n".join(lines) + "\n")
+    return root / "index.md"
+
+
+def report(traces_dir: Path, root: Path, *, profiles: list[str] | str | None = None, replay: bool = False,
+           claims_file: Path | None = None, check_only: bool = False, log_mlflow: bool = True) -> int:
+    """Build root/<profile>/ (see build_profile) for each of `profiles`: None, every profile with records under
+    traces_dir or an archive or results table under root; "auto", those with records under traces_dir (else
+    every one). Then root/index.md; each claims table is printed. With `replay`, traces_dir is not read: every
+    profile is rebuilt from its archive. Returns the exit code: 0, or 2 with one line when a profile has nothing
+    to report from."""
+    spec = claims.load(claims_file or CLAIMS)
+    live = [] if replay else experiment_rows(results.collect(traces_dir))
+    measured = sorted({r["profile"] for r in live})
+    shipped = {p.parent.name for pattern in (archive.NAME, "results.csv") for p in root.glob(f"*/{pattern}")}
+    if profiles == "auto":
+        profiles = measured or None
+    wanted = profiles or sorted(set(measured) | shipped)
+    if not wanted:
+        print(f"error: no records under {traces_dir}/ and no profile under {root}/: run `make reproduce` "
+              f"(measures) or `dvc pull` (fetches the records)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        for profile in wanted:
+            out = root / profile
+            out.mkdir(parents=True, exist_ok=True)
+            try:
+                rows, source = profile_rows(profile, live, traces_dir, out, Path(tmp))
+            except FileNotFoundError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            print(f"\nprofile {profile}: report from {source}: {len(rows)} cells", flush=True)
+            table = build_profile(rows, out, spec, check_only)
+            print(f"claims ({out}/claims.md):\n" + claims.render(table), flush=True)
+            counts = {v: sum(t["verdict"] == v for t in table) for v in (claims.PASS, claims.FAIL, claims.NA)}
+            print(", ".join(f"{n} {v}" for v, n in counts.items()), flush=True)
+            if not check_only and log_mlflow and os.environ.get("ARTIFACT_TRACKING", "1") != "0":
+                try:
+                    log_report(out, rows, table)
+                except Exception as e:  # the files stand; the UI just lacks this run
+                    print(f"warning: MLflow report run not logged ({type(e).__name__}: {e})", file=sys.stderr)
+    if not check_only:
+        write_index(root)
     return 0

@@ -153,8 +153,8 @@ def oom_caps_batch(c: dict, rows: list[dict]) -> tuple[str, str]:
             continue
         fits = [r["batch_size"] for r in rs if r["status"] == "ok"]
         ok &= not any(b > min(oom) for b in fits)
-        out.append(f"{_name(rs[0], 'model', 'quant')} sl{rs[0]['seq_len']}: fits up to bs {max(fits, default='none')}, "
-                   f"OOM from bs {min(oom)}")
+        fit = f"fits up to bs {max(fits)}" if fits else "no batch fits"
+        out.append(f"{_name(rs[0], 'model', 'quant')} sl{rs[0]['seq_len']}: {fit}, OOM from bs {min(oom)}")
     if not out:
         tried = max((r["batch_size"] for r in rows), default=None)
         return NA, f"no cell ran out of memory (batches up to {tried} fit): memory never capped the batch on this host"

@@ -46,10 +46,12 @@ COLUMNS = [
     ("prefill_flops_fraction", "prefill: FLOPs / TTFT / peak dense FLOP/s at the compute dtype (roofline.py)"),
     ("peaks", "where the peaks came from: a conf/devices.yaml entry or a probe"),
     ("implied_by", "OOM by implication (batch_ladder): the record of the smaller batch that ran out of memory"),
+    ("same_record_as", "the study that measured this cell: the same cell in two studies is measured once"),
     ("cell_s", "the whole cell"), ("timed_s", "timed repetitions"), ("warmup_s", "warm-up generations"),
     ("load_s", "model load in this cell"), ("build_s", "checkpoint builds in this cell"),
     ("ppl_s", "perplexity computed in this cell"), ("idle_s", "idle-power window in this cell"),
-    ("cell_hash", "cell identity"), ("record", "the record folder"),
+    ("git_sha", "the commit that measured the cell (+dirty: with uncommitted changes)"),
+    ("cell_hash", "cell identity"), ("record", "the record folder, traces/<study>/<cell_hash>"),
 ]
 NAMES = [c for c, _ in COLUMNS]
 # The headline numbers, also logged as MLflow metrics under these names (units in the names).
@@ -116,10 +118,19 @@ def row_from_record(folder: Path) -> dict:
         "energy_j": energy.get("per_rep_j_median"), "energy_per_token_j": energy.get("per_token_j"),
         "net_energy_per_token_j": energy.get("net_per_token_j"), **_power_spread(folder, energy, config), **roof,
         "peaks": (peaks or {}).get("name") if peaks else None, "implied_by": result.get("implied_by"),
+        "same_record_as": result.get("same_record_as"),
         "cell_s": result.get("cell_seconds"), "timed_s": parts["timed"], "warmup_s": parts["warmup"],
         "load_s": parts["load"], "build_s": parts["build"], "ppl_s": parts["perplexity"], "idle_s": parts["idle"],
-        "cell_hash": result["cell_hash"], "record": str(folder),
+        "git_sha": _git_sha(prov), "cell_hash": result["cell_hash"],
+        "record": f"traces/{folder.parent.name}/{folder.name}",
     }
+
+
+def _git_sha(prov: dict) -> str | None:
+    sha = prov.get("git_sha")
+    if not sha or sha == "unknown":
+        return None
+    return sha[:12] + ("+dirty" if prov.get("git_dirty") else "")
 
 
 def _power_spread(folder: Path, energy: dict, config: dict) -> dict:
