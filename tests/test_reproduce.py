@@ -231,7 +231,11 @@ def craft(traces: Path, study: str, i: int, *, status="ok", host="cpu", **cell) 
                    "token_throughput_tps": {"median": cell.get("throughput", 100.0), "std": 1.0, "n": 3}}
     power = {"status": "ok", "timed": {"power_w": {"median": cell["power_w"]}},
              "energy": {"per_rep_j_median": cell.get("energy", 10.0)}} if "power_w" in cell else {"status": "no sensor"}
-    result = {"cell_hash": f"{study}{i:04d}", "status": status, "device": "cuda", "started_at": "2026-11-24T00:00:00",
+    if "gpu_uuid" in cell:
+        power["meter"] = {"name": "nvml", "gpu_uuid": cell["gpu_uuid"]}
+        power.setdefault("energy", {})["sampled_vs_counter_rel"] = cell.get("energy_check")
+    result = {"cell_hash": f"{study}{i:04d}", "status": status, "device": "cuda",
+              "started_at": cell.get("started_at", "2026-11-24T00:00:00"), "cuda_visible_devices": cell.get("visible"),
               "metrics": metrics, "memory": {"incremental_peak_bytes": cell.get("mem_mib", 100) * 2**20},
               "model": {"weight_bytes": cell.get("weights_mib", 500) * 2**20}, "power": power,
               "provenance": {"l4t_release": "R36.3" if host == "jetson" else None, "cpu_model": "test"}}
@@ -239,6 +243,26 @@ def craft(traces: Path, study: str, i: int, *, status="ok", host="cpu", **cell) 
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
     (folder / "result.json").write_text(json.dumps(result))
+
+
+def test_the_report_says_which_gpu_ran_each_cell(tmp_path):
+    """Crafted records of a sweep over two GPUs of one host (no such host was lent): the per-profile index lists
+    each GPU's cells, studies, start times and its energy agreement with its own counter."""
+    from artifact.report.build import placement
+    gpus = ["GPU-aaaa", "GPU-bbbb"]
+    for i, (gpu, check, start) in enumerate([(0, 0.002, "2026-11-24T10:00:00"), (1, -0.004, "2026-11-24T10:00:05"),
+                                             (0, 0.03, "2026-11-24T10:01:00")]):
+        craft(tmp_path, "batch_sweep", i, batch_size=2 ** i, power_w=300, gpu_uuid=gpus[gpu], energy_check=check,
+              visible=str(gpu), started_at=start)
+    craft(tmp_path, "models_table", 0, status="oom")
+    lines = placement(results.collect(tmp_path))
+    assert lines[1] == "## Where the cells ran"
+    assert lines[5] == ("| GPU-aaaa | test | 0 | 2 | batch_sweep (2) | 2026-11-24T10:00 to 2026-11-24T10:01 | "
+                        "1 of 2, worst +3.0% |")
+    assert lines[6] == ("| GPU-bbbb | test | 1 | 1 | batch_sweep (1) | 2026-11-24T10:00 to 2026-11-24T10:00 | "
+                        "1 of 1, worst -0.4% |")
+    assert lines[7].startswith("\nCells that name no GPU: 1 ")
+    assert placement([r for r in results.collect(tmp_path) if not r["gpu_uuid"]]) == []
 
 
 def verdicts(traces: Path) -> dict:

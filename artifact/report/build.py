@@ -134,6 +134,34 @@ def profile_rows(profile: str, live: list[dict], traces_dir: Path, out: Path, tm
     return results.read_csv(out / "results.csv"), source
 
 
+ENERGY_AGREES = 0.01  # the sampled energy agrees with the GPU's own counter within 1 % (issue 13's evidence)
+
+
+def placement(rows: list[dict]) -> list[str]:
+    """Where the cells ran: one row per GPU (its NVML UUID) with the cells and studies it ran, when, and how its
+    sampled energy agreed with its own counter. Empty where no record names a GPU (CPU and Jetson profiles).
+    The meter opens NVML by the UUID torch reports for the cell's device, so the UUID is both at once."""
+    gpus = sorted({r["gpu_uuid"] for r in rows if r["gpu_uuid"]})
+    if not gpus:
+        return []
+    lines = ["", "## Where the cells ran", "",
+             "| GPU (NVML UUID = torch's) | hardware | CUDA_VISIBLE_DEVICES | cells | studies | started | "
+             f"sampled energy within {ENERGY_AGREES:.0%} of the counter |", "|---|---|---|---|---|---|---|"]
+    for uuid in gpus:
+        rs = [r for r in rows if r["gpu_uuid"] == uuid]
+        starts = sorted(r["date"] for r in rs if r["date"])
+        checks = [r["energy_check_rel"] for r in rs if r["energy_check_rel"] is not None]
+        agree = sum(abs(c) <= ENERGY_AGREES for c in checks)
+        worst = f", worst {max(checks, key=abs):+.1%}" if checks else ""
+        visible = ", ".join(sorted({r["cuda_visible_devices"] or "unset" for r in rs}))
+        studies = ", ".join(f"{s} ({sum(r['study'] == s for r in rs)})" for s in sorted({r["study"] for r in rs}))
+        lines.append(f"| {uuid} | {rs[0]['hardware']} | {visible} | {len(rs)} | {studies} | "
+                     f"{starts[0][:16]} to {starts[-1][:16]} | {agree} of {len(checks)}{worst} |")
+    lines.append(f"\nCells that name no GPU: {sum(1 for r in rows if not r['gpu_uuid'])} (out of memory before "
+                 "metering, or not metered: the fit tests).")
+    return lines
+
+
 def build_profile(rows: list[dict], out: Path, spec: list[dict], check_only: bool) -> list[dict]:
     """One profile's report in out/: results.csv (already written), claims, and unless check_only every figure
     and table, time.md and index.md. Returns the claims table."""
@@ -148,7 +176,8 @@ def build_profile(rows: list[dict], out: Path, spec: list[dict], check_only: boo
                 if (out / archive.NAME).is_file() else "")
     (out / "index.md").write_text(f"# Profile {out.name}: figures and tables\n\n{cap}.\n\n" + "\n".join(index)
                                   + "\n\nClaims: [claims.md](claims.md). Every number: [results.csv](results.csv). "
-                                  f"Where the time went: [time.md](time.md).{archived}\n")
+                                  f"Where the time went: [time.md](time.md).{archived}\n"
+                                  + "".join(line + "\n" for line in placement(rows)))
     return table
 
 

@@ -50,6 +50,9 @@ COLUMNS = [
     ("cell_s", "the whole cell"), ("timed_s", "timed repetitions"), ("warmup_s", "warm-up generations"),
     ("load_s", "model load in this cell"), ("build_s", "checkpoint builds in this cell"),
     ("ppl_s", "perplexity computed in this cell"), ("idle_s", "idle-power window in this cell"),
+    ("gpu_uuid", "the GPU that ran the cell and was metered (NVML opened by the UUID torch gave the cell's device)"),
+    ("cuda_visible_devices", "CUDA_VISIBLE_DEVICES of the cell's process"),
+    ("energy_check_rel", "trapezoid of the sampled power / the energy counter - 1, over the same interval"),
     ("git_sha", "the commit that measured the cell (+dirty: with uncommitted changes)"),
     ("cell_hash", "cell identity"), ("record", "the record folder, traces/<study>/<cell_hash>"),
 ]
@@ -60,7 +63,8 @@ KEY_METRICS = ("latency_median_s", "throughput_median_tok_s", "ttft_median_s", "
                "energy_per_token_j", "net_energy_per_token_j", "perplexity", "decode_bw_fraction",
                "prefill_flops_fraction")
 INTEGER = ("params", "batch_size", "seq_len", "in_len", "out_len", "reps", "ppl_tokens")
-NUMERIC = {c for c in NAMES if c.endswith(("_s", "_mib", "_w", "_j", "_fraction")) or c in (*INTEGER, "perplexity")}
+NUMERIC = {c for c in NAMES if c.endswith(("_s", "_mib", "_w", "_j", "_fraction", "_rel"))
+           or c in (*INTEGER, "perplexity")}
 
 
 def row_from_record(folder: Path) -> dict:
@@ -121,6 +125,9 @@ def row_from_record(folder: Path) -> dict:
         "same_record_as": result.get("same_record_as"),
         "cell_s": result.get("cell_seconds"), "timed_s": parts["timed"], "warmup_s": parts["warmup"],
         "load_s": parts["load"], "build_s": parts["build"], "ppl_s": parts["perplexity"], "idle_s": parts["idle"],
+        "gpu_uuid": (power.get("meter") or {}).get("gpu_uuid"),
+        "cuda_visible_devices": result.get("cuda_visible_devices"),
+        "energy_check_rel": energy.get("sampled_vs_counter_rel"),
         "git_sha": _git_sha(prov), "cell_hash": result["cell_hash"],
         "record": f"traces/{folder.parent.name}/{folder.name}",
     }
