@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-mlflow", action="store_true", help="do not log the report runs")
     args = ap.parse_args(argv)
     if args.profile not in ("all", "auto", *experiments.PROFILES):
-        print(f"error: --profile {args.profile!r} is not allowed; use all or one of: "
+        print(f"error: --profile {args.profile!r} is not allowed; use all, auto or one of: "
               f"{', '.join(experiments.PROFILES)}", file=sys.stderr)
         return 2
     profiles = None if args.profile == "all" else args.profile if args.profile == "auto" else [args.profile]

@@ -120,6 +120,7 @@ def profile_rows(profile: str, live: list[dict], traces_dir: Path, out: Path, tm
     so every source gives the report the same typed rows."""
     rows = [r for r in live if r["profile"] == profile]
     if rows:
+        out.mkdir(parents=True, exist_ok=True)
         archive.write(traces_dir, [r["record"] for r in rows], out / archive.NAME)
         source = f"{len(rows)} records under {traces_dir}/"
     elif (out / archive.NAME).is_file():
@@ -228,7 +229,6 @@ def report(traces_dir: Path, root: Path, *, profiles: list[str] | str | None = N
     with tempfile.TemporaryDirectory() as tmp:
         for profile in wanted:
             out = root / profile
-            out.mkdir(parents=True, exist_ok=True)
             try:
                 rows, source = profile_rows(profile, live, traces_dir, out, Path(tmp))
             except FileNotFoundError as e:
