@@ -5,6 +5,7 @@ a re-measurement."""
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import sys
 import tempfile
@@ -36,6 +37,26 @@ def _clean(folder: Path) -> None:
             p.unlink()
 
 
+PLAN_COLUMNS = {"model": "model", "quant": "quant", "batch_size": "batch_size", "seq_len": "seq_len",
+                "workload": "workload", "power": "power_mode"}  # an experiment's swept keys -> results columns
+
+
+def not_measured(name: str, profile: str, rows: list[dict]) -> list[str]:
+    """The cells the profile declares for this experiment that have no record (model/quant/bs/sl names, in plan
+    order); none where the plan sweeps a key the results table cannot match."""
+    plan = experiments.plan(name, profile)
+    settings = {k: v if isinstance(v, list) else [v] for k, v in (plan.settings or {}).items()}
+    if plan.skip or any(len(v) > 1 for k, v in settings.items() if k not in PLAN_COLUMNS):
+        return []
+    keys = [k for k in PLAN_COLUMNS if k in settings]
+    have = {tuple(str(r[PLAN_COLUMNS[k]]) for k in keys) for r in rows}
+    label = {"batch_size": "bs", "seq_len": "sl"}
+    return ["/".join(f"{label.get(k, '')}{v}" for k, v in zip(keys, combo)
+                     if k in ("model", "quant", "batch_size", "seq_len") or len(settings[k]) > 1)
+            for combo in itertools.product(*(settings[k] for k in keys))
+            if tuple(map(str, combo)) not in have]
+
+
 def build_outputs(rows: list[dict], out: Path) -> list[str]:
     """Every figure and table; returns index lines (what was built, or why not)."""
     fig_dir, tab_dir = out / "figures", out / "tables"
@@ -59,7 +80,9 @@ def build_outputs(rows: list[dict], out: Path) -> list[str]:
             files = figures.draw(exp, rs, cap, fig_dir)
         else:
             files = tables.write(exp, rs, cap, tab_dir)
-        index.append(f"- {name} ({what}, {len(rs)} cells): "
+        missing = [m for p in profiles for m in not_measured(name, p, rs)]
+        left = f"; not measured yet: {len(missing)} ({', '.join(missing)})" if missing else ""
+        index.append(f"- {name} ({what}, {len(rs)} cells{left}): "
                      + ", ".join(f"[{p.name}]({p.relative_to(out)})" for p in files))
     return index
 
@@ -187,7 +210,8 @@ def write_index(root: Path) -> Path:
     that measured them and its claims verdicts (all read from the folder's own files)."""
     lines = ["# Results per profile", "",
              "Each folder is one profile's report, built from its raw records (`make replay` rebuilds them all).", "",
-             "| profile | hardware | measured | cells (ok / oom / error) | git sha of the records | claims |",
+             "| profile | hardware | measured | cells recorded of those declared (ok / oom / error) | "
+             "git sha of the records | claims |",
              "|---|---|---|---|---|---|"]
     for folder in sorted(p.parent for p in root.glob("*/results.csv")):
         rows = results.read_csv(folder / "results.csv")
@@ -202,7 +226,9 @@ def write_index(root: Path) -> Path:
             with open(folder / "claims.csv", newline="") as f:
                 got = [t["verdict"] for t in csv.DictReader(f)]
             verdicts = ", ".join(f"{got.count(v)} {v}" for v in (claims.PASS, claims.FAIL, claims.NA) if v in got)
-        lines.append(f"| [{folder.name}]({folder.name}/index.md) | {hardware} | {when} | {len(rows)} "
+        declared = (f" of {sum(p.cells for p in (experiments.plan(n, folder.name) for n in experiments.names()))}"
+                    if folder.name in experiments.PROFILES else "")
+        lines.append(f"| [{folder.name}]({folder.name}/index.md) | {hardware} | {when} | {len(rows)}{declared} "
                      f"({' / '.join(map(str, status))}) | {commits} | [{verdicts}]({folder.name}/claims.md) |")
     (root / "index.md").write_text("\n".join(lines) + "\n")
     return root / "index.md"
