@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The gpu profile (or part of it) on a lent CUDA machine with no network: wheels from .whl/, the stand-in tokenizer
-# and WikiText-2 from .devcarry/bundle.tar.xz (see scripts/README.md), records resumed from .devcarry/traces.tgz
-# and returned as $OUT/traces.tgz. Usage (repo root): scripts/gpu_run.sh SECONDS COMMAND...
+# and WikiText-2 from .devcarry/bundle.tar.xz (see scripts/README.md), records resumed from paper/gpu/records.tar.xz
+# and .devcarry/traces.tgz (where present) and returned as $OUT/traces.tgz. Usage (repo root): scripts/gpu_run.sh SECONDS COMMAND...
 set -uo pipefail
 budget=$1; shift
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 ARTIFACT_DATA_DIR=$PWD/data
 tar xJf .devcarry/bundle.tar.xz
+tar xJf paper/gpu/records.tar.xz   # the shipped records: a resumed profile measures only what they lack
 [ -f .devcarry/traces.tgz ] && tar xzf .devcarry/traces.tgz
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,power.limit --format=csv,noheader
 df -h . | tail -1
