@@ -18,7 +18,6 @@ Peaks: conf/devices.yaml by the cell's hardware name, else a probe in the cell's
 copy and a matmul per dtype, best of a few), recorded in result.json as `device_peaks`."""
 from __future__ import annotations
 
-import functools
 import re
 import time
 from pathlib import Path
@@ -29,15 +28,9 @@ DEVICES = Path(__file__).resolve().parent.parent / "conf" / "devices.yaml"
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 
 
-@functools.lru_cache(maxsize=1)
-def _devices() -> tuple[dict, ...]:
-    """conf/devices.yaml, read once per process (the report asks once per record)."""
-    return tuple(yaml.safe_load(DEVICES.read_text())["devices"])
-
-
 def table_peaks(hardware: str, host_memory_bytes: int | None = None, power_mode: str | None = None) -> dict | None:
     """The first conf/devices.yaml entry matching this hardware, as {name, mem_bw_gbs, tflops, source}."""
-    for entry in _devices():
+    for entry in yaml.safe_load(DEVICES.read_text())["devices"]:
         if not re.search(entry["match"], hardware or ""):
             continue
         need = entry.get("host_memory_gib_min")
