@@ -6,6 +6,7 @@ so a crash leaves either a whole record or none; a lock file per cell keeps two 
 machines sharing the folder) from running the same cell at once."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -92,21 +93,13 @@ class CellStore:
 
     def finished(self, cell_hash: str) -> dict | None:
         """The result of a finished record (status ok or oom), else None."""
-        return CellStore._finished_at(self.path(cell_hash) / "result.json")
-
-    @staticmethod
-    def _finished_at(result: Path) -> dict | None:
-        try:
-            data = json.loads(result.read_text())
-        except (OSError, ValueError):
-            return None
-        return data if data.get("status") in FINISHED else None
+        return _finished_at(self.path(cell_hash) / "result.json")
 
     def twin(self, cell_hash: str) -> Path | None:
         """A finished record of the same cell in another study of this traces folder: the same identity is the
         same measurement (a batch sweep's bs 32 is the precision sweep's fp16 cell), so it is reused, not re-run."""
         for other in sorted(self.root.parent.glob(f"*/{cell_hash}/result.json")):
-            if other.parent.parent != self.root and CellStore._finished_at(other) is not None:
+            if other.parent.parent != self.root and _finished_at(other) is not None:
                 return other.parent
         return None
 
@@ -114,13 +107,10 @@ class CellStore:
         """Copy the twin record `source` into this study, atomically: its measurement files as they are, the
         config with this study's labels, and the result with `same_record_as` (the study it was measured in)."""
         result = dict(json.loads((source / "result.json").read_text()), same_record_as=source.parent.name)
-        host = socket.gethostname().replace("-", "_")
-        with atomic_folder(self.path(cell_hash), prefix=f".tmp-{cell_hash}-{host}-{os.getpid()}-") as tmp:
+        with self._new_record(cell_hash, config, result) as tmp:
             for f in source.iterdir():
                 if f.name not in ("config.yaml", "result.json"):
                     shutil.copy2(f, tmp / f.name)
-            (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-            (tmp / "result.json").write_text(json.dumps(result, indent=2, sort_keys=False))
         return result
 
     def ooms(self) -> list[tuple[dict, dict]]:
@@ -174,18 +164,33 @@ class CellStore:
               tables: dict[str, list[dict]] | None = None) -> Path:
         """Write the record in a temp folder and rename it into place (replacing an older record).
         `tables` are further CSV files (the power trace and phase marks)."""
-        host = socket.gethostname().replace("-", "_")
-        final = self.path(cell_hash)
-        with atomic_folder(final, prefix=f".tmp-{cell_hash}-{host}-{os.getpid()}-") as tmp:
-            (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-            (tmp / "result.json").write_text(json.dumps(_finite(result), indent=2, sort_keys=False))
+        with self._new_record(cell_hash, config, result) as tmp:
             for name, rows in {"reps.csv": reps, **(tables or {})}.items():
                 if rows:
                     with open(tmp / name, "w", newline="") as f:
                         w = csv.DictWriter(f, fieldnames=list(rows[0]))
                         w.writeheader()
                         w.writerows(rows)
-        return final
+        return self.path(cell_hash)
+
+    @contextlib.contextmanager
+    def _new_record(self, cell_hash: str, config: dict, result: dict):
+        """A temp folder holding config.yaml and result.json, renamed into place (replacing an older record) when
+        the caller has added the rest; the temp name says which host and process write it (_sweep_leftovers)."""
+        host = socket.gethostname().replace("-", "_")
+        with atomic_folder(self.path(cell_hash), prefix=f".tmp-{cell_hash}-{host}-{os.getpid()}-") as tmp:
+            (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            (tmp / "result.json").write_text(json.dumps(_finite(result), indent=2, sort_keys=False))
+            yield tmp
+
+
+def _finished_at(result: Path) -> dict | None:
+    """The result in this result.json if its status is finished (ok or oom), else None."""
+    try:
+        data = json.loads(result.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if data.get("status") in FINISHED else None
 
 
 def _finite(obj):

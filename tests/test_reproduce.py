@@ -269,10 +269,10 @@ def test_the_index_names_the_declared_cells_that_have_no_record(tmp_path):
     from artifact.report.build import not_measured
     for i, quant in enumerate(["fp32", "int8"]):
         craft(tmp_path, "models_table", i, model="smollm2-135m", quant=quant, batch_size=4, seq_len=16, power="none")
-    missing = not_measured("models_table", "smoke", results.collect(tmp_path))
+    missing = not_measured(experiments.plan("models_table", "smoke"), results.collect(tmp_path))
     assert missing == ["smollm2-135m/fp32/bs1/sl16", "smollm2-135m/fp16/bs1/sl16", "smollm2-135m/fp16/bs4/sl16",
                        "smollm2-135m/int8/bs1/sl16", "smollm2-135m/int4/bs1/sl16", "smollm2-135m/int4/bs4/sl16"]
-    assert not_measured("power_sweep", "smoke", []) == []  # skipped off a Jetson: nothing is owed
+    assert not_measured(experiments.plan("power_sweep", "smoke"), []) == []  # skipped off a Jetson: nothing is owed
 
 
 def verdicts(traces: Path) -> dict:

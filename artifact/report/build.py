@@ -41,10 +41,9 @@ PLAN_COLUMNS = {"model": "model", "quant": "quant", "batch_size": "batch_size", 
                 "workload": "workload", "power": "power_mode"}  # an experiment's swept keys -> results columns
 
 
-def not_measured(name: str, profile: str, rows: list[dict]) -> list[str]:
-    """The cells the profile declares for this experiment that have no record (model/quant/bs/sl names, in plan
-    order); none where the plan sweeps a key the results table cannot match."""
-    plan = experiments.plan(name, profile)
+def not_measured(plan: experiments.Plan, rows: list[dict]) -> list[str]:
+    """The cells a plan declares that have no record among rows (model/quant/bs/sl names, in plan order); none
+    where the plan sweeps a key the results table cannot match."""
     settings = {k: v if isinstance(v, list) else [v] for k, v in (plan.settings or {}).items()}
     if plan.skip or any(len(v) > 1 for k, v in settings.items() if k not in PLAN_COLUMNS):
         return []
@@ -68,8 +67,8 @@ def build_outputs(rows: list[dict], out: Path) -> list[str]:
     for name in experiments.names():
         exp = experiments.load(name)
         rs = [r for r in rows if r["study"] == exp["study"]]
-        skips = [experiments.plan(name, p).skip for p in profiles]
-        skip = "; ".join(sorted({s for s in skips if s})) or None
+        plans = [experiments.plan(name, p) for p in profiles]
+        skip = "; ".join(sorted({p.skip for p in plans if p.skip})) or None
         what = "figure" if "figure" in exp else "table"
         if not rs and exp.get("table", {}).get("kind") != "power_modes":  # that table lists the configured modes
             index.append(f"- {name} ({what}): not drawn, no records" + (f" ({skip})" if skip else ""))
@@ -80,7 +79,7 @@ def build_outputs(rows: list[dict], out: Path) -> list[str]:
             files = figures.draw(exp, rs, cap, fig_dir)
         else:
             files = tables.write(exp, rs, cap, tab_dir)
-        missing = [m for p in profiles for m in not_measured(name, p, rs)]
+        missing = [m for plan in plans for m in not_measured(plan, rs)]
         left = f"; not measured yet: {len(missing)} ({', '.join(missing)})" if missing else ""
         index.append(f"- {name} ({what}, {len(rs)} cells{left}): "
                      + ", ".join(f"[{p.name}]({p.relative_to(out)})" for p in files))
@@ -138,13 +137,12 @@ def experiment_rows(rows: list[dict]) -> list[dict]:
 
 
 def profile_rows(profile: str, live: list[dict], traces_dir: Path, out: Path, tmp: Path) -> tuple[list[dict], str]:
-    """A profile's rows: its records under traces/ when there are any (the archive is rewritten from them), else
-    the records in its archive, else its committed results table. Rows go through results.csv and are read back,
-    so every source gives the report the same typed rows."""
+    """A profile's rows: its records under traces/ when there are any, else the records in its archive, else its
+    committed results table. Rows go through results.csv and are read back, so every source gives the report the
+    same typed rows."""
     rows = [r for r in live if r["profile"] == profile]
     if rows:
         out.mkdir(parents=True, exist_ok=True)
-        archive.write(traces_dir, [r["record"] for r in rows], out / archive.NAME)
         source = f"{len(rows)} records under {traces_dir}/"
     elif (out / archive.NAME).is_file():
         rows = experiment_rows(results.collect(archive.unpack(out / archive.NAME, tmp / profile)))
@@ -261,6 +259,8 @@ def report(traces_dir: Path, root: Path, *, profiles: list[str] | str | None = N
                 print(f"error: {e}", file=sys.stderr)
                 return 2
             print(f"\nprofile {profile}: report from {source}: {len(rows)} cells", flush=True)
+            if not check_only and any(r["profile"] == profile for r in live):  # the archive of the records used
+                archive.write(traces_dir, [r["record"] for r in rows], out / archive.NAME)
             table = build_profile(rows, out, spec, check_only)
             print(f"claims ({out}/claims.md):\n" + claims.render(table), flush=True)
             counts = {v: sum(t["verdict"] == v for t in table) for v in (claims.PASS, claims.FAIL, claims.NA)}
