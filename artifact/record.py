@@ -3,7 +3,9 @@
 traces/<study>/<cell-hash>/ holds config.yaml, result.json (artifact.schema.Result), reps.csv and, with a power
 meter, power.csv and marks.csv. It appears in one rename (artifact.atomic),
 so a crash leaves either a whole record or none; a lock file per cell keeps two processes (or
-machines sharing the folder) from running the same cell at once."""
+machines sharing the folder) from running the same cell at once. A lock left by a process of this host that died
+is taken over, and the death is noted beside it (.<hash>.died) until the cell finishes: artifact.run measures
+such a cell in a child process, so that a cell that kills its process cannot stop a sweep twice."""
 from __future__ import annotations
 
 import contextlib
@@ -130,34 +132,59 @@ class CellStore:
         return self.root / f".{cell_hash}.lock"
 
     def try_lock(self, cell_hash: str) -> bool:
-        """Take the cell's lock; a lock left by a dead process on this host is taken over."""
+        """Take the cell's lock; a lock left by a dead process on this host is taken over, and that process's
+        death while holding it is noted (`deaths`)."""
         lock = self._lock_path(cell_hash)
         me = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()})
         for _ in range(2):
             try:
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                if self._stale(lock):
-                    lock.unlink(missing_ok=True)
-                    continue
-                return False
+                stale, dead_owner = self._stale(lock)
+                if not stale:
+                    return False
+                if dead_owner is not None:
+                    with open(self._died_path(cell_hash), "a") as f:
+                        f.write(json.dumps({**dead_owner, "found": time.time()}) + "\n")
+                lock.unlink(missing_ok=True)
+                continue
             with os.fdopen(fd, "w") as f:
                 f.write(me)
             return True
         return False
 
     @staticmethod
-    def _stale(lock: Path) -> bool:
+    def _stale(lock: Path) -> tuple[bool, dict | None]:
+        """Whether the lock may be taken over, and its owner where that was another process of this host that
+        died holding it."""
         try:
             owner = json.loads(lock.read_text())
         except (OSError, ValueError):
-            return True  # unreadable: a writer died between create and write
+            return True, None  # unreadable: a writer died between create and write, before any cell work
         if owner.get("host") != socket.gethostname():
-            return False  # another machine's: we cannot tell, so we respect it
-        return owner.get("pid") == os.getpid() or not psutil.pid_exists(owner.get("pid", -1))
+            return False, None  # another machine's: we cannot tell, so we respect it
+        if owner.get("pid") == os.getpid():
+            return True, None
+        dead = not psutil.pid_exists(owner.get("pid", -1))
+        return dead, owner if dead else None
 
     def unlock(self, cell_hash: str) -> None:
-        self._lock_path(cell_hash).unlink(missing_ok=True)
+        """Release the cell's lock if this process holds it (a child it handed the cell to may have died
+        holding its own)."""
+        lock = self._lock_path(cell_hash)
+        with contextlib.suppress(OSError, ValueError):
+            owner = json.loads(lock.read_text())
+            if owner.get("host") == socket.gethostname() and owner.get("pid") == os.getpid():
+                lock.unlink(missing_ok=True)
+
+    def _died_path(self, cell_hash: str) -> Path:
+        return self.root / f".{cell_hash}.died"
+
+    def deaths(self, cell_hash: str) -> list[dict]:
+        """The processes (host, pid, since, found) that died holding this cell's lock since it last finished."""
+        with contextlib.suppress(OSError):
+            return [json.loads(line) for line in self._died_path(cell_hash).read_text().splitlines() if line.strip()]
+        return []
 
     # -------------------------------------------------------------- writing
     def write(self, cell_hash: str, config: dict, result: dict, reps: list[dict],
@@ -182,6 +209,21 @@ class CellStore:
             (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
             (tmp / "result.json").write_text(json.dumps(_finite(result), indent=2, sort_keys=False))
             yield tmp
+        if result.get("status") in FINISHED:
+            self._died_path(cell_hash).unlink(missing_ok=True)
+
+
+def settle_dead_locks(traces_dir: str | Path) -> int:
+    """Take over every cell lock under traces_dir left by a dead process of this host, noting each death as a later
+    run here would, and return how many. Records packed for another machine (another host name) then carry the
+    death, which makes that machine measure the cell in a child process, not a lock it must respect forever."""
+    settled = 0
+    for lock in sorted(Path(traces_dir).glob("*/.*.lock")):
+        store, cell = CellStore(traces_dir, lock.parent.name), lock.name[1:-len(".lock")]
+        if store.try_lock(cell):
+            store.unlock(cell)
+            settled += 1
+    return settled
 
 
 def _finished_at(result: Path) -> dict | None:

@@ -9,7 +9,9 @@ import errno
 import json
 import math
 import os
+import signal
 import sys
+import tempfile
 import time
 import traceback
 import uuid
@@ -23,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from . import disk, launch, models, roofline, timing, tracking
+from . import disk, isolation, launch, models, roofline, timing, tracking
 from .config import BadInput, Cell, compose, one_line, overrides_from_params, register, resolve, to_container
 from .measure import TimedRun, TokenCountError, run_timed
 from .perplexity import perplexity
@@ -219,6 +221,9 @@ def run_cell(cell: Cell, session: Session) -> tuple[str, bool]:
                   f"-> {store.path(key)}", flush=True)
             _log(cell, store.path(key), result)
             return result["status"], False
+        deaths = store.deaths(key)
+        if deaths and not isolation.is_child_for(key):
+            return _measure_in_child(cell, session, store, key, deaths)
         try:
             result, path = _measure_and_write(cell, session, store, key)
         finally:
@@ -243,6 +248,38 @@ def _cell_lock(store: CellStore, session: Session, cell: Cell, key: str):
             if db is not None:
                 db.unlock(key)
             store.unlock(key)
+
+
+def _measure_in_child(cell: Cell, session: Session, store: CellStore, key: str,
+                      deaths: list[dict]) -> tuple[str, bool]:
+    """A cell whose process died before (artifact.isolation), measured in a child process that gets the device
+    (this process drops its model) and the file lock (handed over; the database lock stays here). The child
+    writes and logs its record; if it dies too, this process records status error and the sweep goes on."""
+    name = run_name(cell.config)
+    print(f"{name}: {isolation.describe_death(deaths[-1])}; measuring it in a child process", flush=True)
+    session.release_model()
+    before = _record_id(store, key)
+    with tempfile.TemporaryDirectory(prefix="artifact-cell-") as tmp:
+        params = Path(tmp) / "cell.yaml"
+        params.write_text(json.dumps(cell.config, default=str))  # JSON is YAML
+        store.unlock(key)
+        returncode, tail = isolation.run_child(isolation.child_command(cell, str(params)), key)
+    if _record_id(store, key) != before:  # the child wrote its record
+        return json.loads((store.path(key) / "result.json").read_text())["status"], True
+    if returncode == 0 or not store.try_lock(key):  # the child found the cell busy, or another process took it
+        print(f"{name}: another process is measuring it ({store.path(key)}), skipped", flush=True)
+        return "busy", False
+    result = isolation.died_result(cell, key, returncode, tail, store.deaths(key), session.provenance())
+    path = store.write(key, cell.config, result, [])
+    print(f"{name}: {describe(result)} -> {path}", flush=True)
+    _log(cell, path, result)
+    return "error", True
+
+
+def _record_id(store: CellStore, key: str) -> str | None:
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads((store.path(key) / "result.json").read_text()).get("record_id")
+    return None
 
 
 def _measure_and_write(cell: Cell, session: Session, store: CellStore, key: str) -> tuple[Result, Path]:
@@ -421,6 +458,7 @@ def cli() -> None:
     def main(cfg: DictConfig) -> None:
         run_job(cfg, session)
 
+    signal.signal(signal.SIGTERM, _stop)
     started = time.time()
     # conf/hydra/launcher/ray.yaml is checked against the plugin's schema of the same name, as intended
     warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema")
@@ -437,6 +475,12 @@ def cli() -> None:
     if session.failed:
         print(f"{len(session.failed)} cell(s) failed: {', '.join(session.failed)}", file=sys.stderr)
         sys.exit(1)
+
+
+def _stop(signum: int, frame) -> None:
+    """SIGTERM (`kill`, `timeout`, a scheduler) stops like Ctrl-C: the cell in progress is abandoned cleanly (its
+    lock released, no half-written record), so it is not taken for a cell that killed its process."""
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

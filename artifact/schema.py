@@ -183,3 +183,5 @@ class Result(TypedDict, total=False):
     cell_seconds: float          # the whole cell: load, prompts, idle, warm-up, timed, perplexity
     provenance: Provenance
     power_mode: dict[str, Any]   # what was set and read back (or "not set")
+    stderr_tail: list[str]       # a cell that killed its process twice: the child's last stderr lines
+    process_deaths: list[dict]   # and the processes that died holding its lock (host, pid, since, found)

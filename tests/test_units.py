@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import subprocess
 import sys
 
@@ -141,9 +143,38 @@ def test_cell_lock_respects_live_owners_and_takes_over_dead_ones(tmp_path):
     assert not store.try_lock("c1")  # a live process holds it
     holder.kill()
     holder.wait()
-    assert store.try_lock("c1")  # its owner died: stale, taken over
+    assert store.deaths("c1") == []
+    assert store.try_lock("c1")  # its owner died: stale, taken over, and its death noted
+    assert [d["pid"] for d in store.deaths("c1")] == [holder.pid]
     store.unlock("c1")
     assert not (tmp_path / "s" / ".c1.lock").exists()
+    store.write("c1", {"k": 1}, {"status": "error"}, [])
+    assert len(store.deaths("c1")) == 1  # an error is not finished: the death still stands
+    store.write("c1", {"k": 1}, {"status": "ok"}, [])
+    assert store.deaths("c1") == [] and sorted(p.name for p in (tmp_path / "s").iterdir()) == ["c1"]
+
+
+def test_unlock_leaves_a_lock_this_process_does_not_hold(tmp_path):
+    store = CellStore(tmp_path, "s")
+    lock = tmp_path / "s" / ".c1.lock"
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid(), "since": 0}))
+    store.unlock("c1")
+    assert lock.exists()
+
+
+def test_settling_locks_turns_dead_owners_into_death_notes_and_leaves_the_rest(tmp_path):
+    from artifact.record import settle_dead_locks
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    owners = {"dead": {"host": socket.gethostname(), "pid": int(dead.stdout)},
+              "live": {"host": socket.gethostname(), "pid": os.getppid()},
+              "remote": {"host": "another-machine", "pid": 1}}
+    for cell, owner in owners.items():
+        (tmp_path / "s").mkdir(exist_ok=True)
+        (tmp_path / "s" / f".{cell}.lock").write_text(json.dumps({**owner, "since": 0}))
+    assert settle_dead_locks(tmp_path) == 1
+    store = CellStore(tmp_path, "s")
+    assert [d["pid"] for d in store.deaths("dead")] == [owners["dead"]["pid"]]
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [".dead.died", ".live.lock", ".remote.lock"]
 
 
 def test_sweeps_change_power_mode_then_model_then_precision_least_often():
