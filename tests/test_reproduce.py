@@ -275,6 +275,18 @@ def test_the_index_names_the_declared_cells_that_have_no_record(tmp_path):
     assert not_measured(experiments.plan("power_sweep", "smoke"), []) == []  # skipped off a Jetson: nothing is owed
 
 
+def test_the_models_table_names_a_batch_that_failed_apart_from_fit_and_oom(tmp_path):
+    """A fit test that ended with an error (bitsandbytes' LLM.int8 raised a CUDA launch error for Mistral-24B int8 at
+    bs 128 on an H100) neither fits nor ran out of memory."""
+    from artifact.report import tables
+    for i, (bs, status) in enumerate([(1, "ok"), (8, "ok"), (32, "ok"), (128, "error")]):
+        craft(tmp_path, "models_table", i, model="mistral-small-24b", quant="int8", batch_size=bs, status=status)
+    head, [row] = tables.models({}, results.collect(tmp_path))
+    line = dict(zip(head, row))
+    assert (line["largest batch that fits"], line["smallest OOM batch"], line["failed (error)"]) == (32, "no OOM", "128")
+    assert line["batches tried"] == "1,8,32,128"
+
+
 def verdicts(traces: Path) -> dict:
     rows = results.collect(traces)
     return {t["id"]: t for t in claims.evaluate(claims.load(REPO / "conf" / "claims.yaml"), rows)}
