@@ -133,7 +133,7 @@ class CellStore:
 
     def try_lock(self, cell_hash: str) -> bool:
         """Take the cell's lock; a lock left by a dead process on this host is taken over, and that process's
-        death while holding it is noted (`deaths`)."""
+        death while holding it is noted (`deaths`) unless the cell is finished (it died after its record)."""
         lock = self._lock_path(cell_hash)
         me = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()})
         for _ in range(2):
@@ -143,7 +143,7 @@ class CellStore:
                 stale, dead_owner = self._stale(lock)
                 if not stale:
                     return False
-                if dead_owner is not None:
+                if dead_owner is not None and self.finished(cell_hash) is None:
                     with open(self._died_path(cell_hash), "a") as f:
                         f.write(json.dumps({**dead_owner, "found": time.time()}) + "\n")
                 lock.unlink(missing_ok=True)
@@ -213,12 +213,13 @@ class CellStore:
             self._died_path(cell_hash).unlink(missing_ok=True)
 
 
-def settle_dead_locks(traces_dir: str | Path) -> int:
-    """Take over every cell lock under traces_dir left by a dead process of this host, noting each death as a later
-    run here would, and return how many. Records packed for another machine (another host name) then carry the
-    death, which makes that machine measure the cell in a child process, not a lock it must respect forever."""
+def settle_dead_locks(traces_dir: str | Path, study: str = "*") -> int:
+    """Take over every cell lock of the study (default: every study) under traces_dir left by a dead process of
+    this host, noting each death as a later run here would, and return how many. A sweep that died is then known
+    to have died (artifact.reproduce runs it again), and records packed for another machine (another host name)
+    carry the death, which makes that machine measure the cell in a child process, not a lock it must respect."""
     settled = 0
-    for lock in sorted(Path(traces_dir).glob("*/.*.lock")):
+    for lock in sorted(Path(traces_dir).glob(f"{study}/.*.lock")):
         store, cell = CellStore(traces_dir, lock.parent.name), lock.name[1:-len(".lock")]
         if store.try_lock(cell):
             store.unlock(cell)

@@ -8,7 +8,8 @@ and check the paper's claims. `make reproduce` and the DVC stages call it.
     python -m artifact.reproduce -- min_seconds=1     # key=value after -- replaces an experiment's setting
 
 Each experiment is one `python -m artifact.run -m ...` sweep in a subprocess, so a finished cell is on disk
-before the next starts: Ctrl-C or a crash loses nothing, and running the same command again resumes."""
+before the next starts: Ctrl-C or a crash loses nothing, and running the same command again resumes. A sweep
+whose process a cell ended (a library calling exit(), a segfault, the kernel's OOM killer) is run again at once."""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from . import experiments
 from .config import BadInput
+from .record import settle_dead_locks
 
 
 def write_plan(traces_dir: Path, p: experiments.Plan) -> None:
@@ -36,12 +38,22 @@ def write_plan(traces_dir: Path, p: experiments.Plan) -> None:
 
 
 def run_experiment(p: experiments.Plan, traces_dir: Path) -> int:
+    """The experiment's sweep, run again while its process died holding a cell (artifact.isolation): each rerun
+    skips the finished cells and measures the one it died on in a child process, so a cell that kills its process
+    costs one restart, not the rest of the sweep. At most one rerun per cell."""
     write_plan(traces_dir, p)
     if p.skip:
         print(f"  skipped in profile {p.profile}: {p.skip}", flush=True)
         return 0
     cmd = [sys.executable, "-m", "artifact.run", "-m", *p.overrides, f"traces_dir={traces_dir}"]
-    return subprocess.call(cmd)
+    for _ in range(p.cells + 1):  # the first run, then at most one rerun per cell
+        rc = subprocess.call(cmd)
+        died = settle_dead_locks(traces_dir, p.study)
+        if not died:
+            break
+        print(f"  the sweep's process ended (exit {rc}) while measuring {died} cell(s): running it again, finished "
+              f"cells skipped and that cell measured in a child process", flush=True)
+    return rc
 
 
 def main(argv: list[str] | None = None) -> int:

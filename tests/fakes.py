@@ -5,10 +5,12 @@ interface (file names, units, command-line behaviour) of what it replaces:
 - a powercap RAPL zone whose energy_uj counter wraps at max_energy_range_uj;
 - an `nvpmodel` executable on PATH that reads modes from an nvpmodel.conf fixture, answers -q like the
   real one ("NV Power Mode: NAME" then the id), records every call, and sets the online CPU cores;
-- a `jtop` module with the client's shape (jtop(interval).start/ok/power/close, JtopException)."""
+- a `jtop` module with the client's shape (jtop(interval).start/ok/power/close, JtopException);
+- a cell that ends its process with no Python exception, as bitsandbytes' LLM.int8 did on an H100."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -230,3 +232,29 @@ class FakeNvml:
         class Memory:
             used = (handle + 1) * 2**30
         return Memory()
+
+
+# A cell that kills its process with no Python exception to catch: on an H100, bitsandbytes' LLM.int8 printed
+# "Error invalid argument at line 421 in file /src/csrc/ops.cu" and called exit(1) for Mistral-24B int8 at bs 128,
+# sl 1024. Loaded as sitecustomize, it makes the timed run of batch $FAKE_CRASH_BATCH do the same.
+FAKE_CRASH = """
+import os, sys
+if os.environ.get("FAKE_CRASH_BATCH"):
+    import artifact.measure as measure
+    real = measure.run_timed
+    def run_timed(model, tokenizer, prompts, *args, **kwargs):
+        if prompts.shape[0] == int(os.environ["FAKE_CRASH_BATCH"]):
+            sys.stderr.write("Error invalid argument at line 421 in file /src/csrc/ops.cu\\n")
+            sys.stderr.flush()
+            os._exit(1)
+        return real(model, tokenizer, prompts, *args, **kwargs)
+    measure.run_timed = run_timed
+"""
+
+
+def crashing_cell_env(hook_dir: Path, batch_size: int) -> dict[str, str]:
+    """The environment that makes every `python -m artifact.run` die in its cells of this batch size."""
+    hook_dir.mkdir(parents=True, exist_ok=True)
+    (hook_dir / "sitecustomize.py").write_text(FAKE_CRASH)
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(hook_dir), os.environ.get("PYTHONPATH")])),
+            "FAKE_CRASH_BATCH": str(batch_size)}

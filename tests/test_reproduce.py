@@ -18,6 +18,7 @@ import yaml
 from artifact import experiments
 from artifact.report import claims, results
 from conftest import REPO
+from fakes import crashing_cell_env
 
 BIN = Path(sys.executable).parent
 TINY = ["batch_size=1,2", "seq_len=8", "warmup=0", "min_reps=2", "min_seconds=0"]
@@ -70,6 +71,27 @@ def test_reproduce_lists_the_plan_and_rejects_a_bad_profile():
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "error: profile='orin' is not allowed; use auto or one of: paper, gpu, smoke")
+
+
+def test_a_cell_that_ends_its_process_costs_its_sweep_one_restart_not_the_rest(tmp_path, models_dir, data_dir):
+    """reproduce runs a sweep again when its process died measuring a cell (the fake makes bs 2 end it, in fp32 and
+    int8); each rerun measures the cell it died on in a child process, so every other cell is measured."""
+    env = {**os.environ, "ARTIFACT_DATA_DIR": str(data_dir), **crashing_cell_env(tmp_path / "hook", batch_size=2)}
+    traces = tmp_path / "traces"
+    out = subprocess.run([sys.executable, "-m", "artifact.reproduce", "--profile", "smoke", "--no-report",
+                          "--traces-dir", str(traces), "precision_sweep", "--", "quant=fp32,int8", "batch_size=2,1",
+                          "seq_len=8", "warmup=0", "min_reps=1", "min_seconds=0", "ppl=off",
+                          f"models_dir={models_dir}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 1, out.stderr[-3000:]  # two cells failed, and say so
+    assert out.stdout.count("running it again") == 2  # one restart per cell that ended the process
+    got = {(yaml.safe_load((r.parent / "config.yaml").read_text())["quant"]["name"],
+            yaml.safe_load((r.parent / "config.yaml").read_text())["batch_size"]): json.loads(r.read_text())
+           for r in (traces / "precision_sweep").glob("*/result.json")}
+    assert {k: v["status"] for k, v in got.items()} == {("fp32", 1): "ok", ("int8", 1): "ok",
+                                                         ("fp32", 2): "error", ("int8", 2): "error"}
+    assert all("ops.cu" in got[(q, 2)]["message"] for q in ("fp32", "int8"))
+    assert sorted(p.name for p in (traces / "precision_sweep").glob(".*.lock")) == []
 
 
 def test_every_shipped_profile_replays_byte_identical_from_its_archive(tmp_path):
@@ -283,7 +305,8 @@ def test_the_models_table_names_a_batch_that_failed_apart_from_fit_and_oom(tmp_p
         craft(tmp_path, "models_table", i, model="mistral-small-24b", quant="int8", batch_size=bs, status=status)
     head, [row] = tables.models({}, results.collect(tmp_path))
     line = dict(zip(head, row))
-    assert (line["largest batch that fits"], line["smallest OOM batch"], line["failed (error)"]) == (32, "no OOM", "128")
+    assert line["largest batch that fits"] == 32 and line["smallest OOM batch"] == "no OOM"
+    assert line["failed (error)"] == "128"
     assert line["batches tried"] == "1,8,32,128"
 
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import FAST
+from fakes import crashing_cell_env
 
 
 def load_record(path):
@@ -157,31 +158,8 @@ def test_synthetic_weights_build_the_architecture_without_download(cli):
     assert result["model"]["params"] == 49152 * 576 + 2 * layer + 576
 
 
-# A faithful fake, and labelled so, of a cell that kills its process with no Python exception to catch: on an H100,
-# bitsandbytes' LLM.int8 printed "Error invalid argument at line 421 in file /src/csrc/ops.cu" and called exit(1)
-# for Mistral-24B int8 at bs 128, sl 1024. Loaded as sitecustomize, it makes the cell of batch $FAKE_CRASH_BATCH
-# do the same.
-FAKE_CRASH = """
-import os, sys
-if os.environ.get("FAKE_CRASH_BATCH"):
-    import artifact.measure as measure
-    real = measure.run_timed
-    def run_timed(model, tokenizer, prompts, *args, **kwargs):
-        if prompts.shape[0] == int(os.environ["FAKE_CRASH_BATCH"]):
-            sys.stderr.write("Error invalid argument at line 421 in file /src/csrc/ops.cu\\n")
-            sys.stderr.flush()
-            os._exit(1)
-        return real(model, tokenizer, prompts, *args, **kwargs)
-    measure.run_timed = run_timed
-"""
-
-
 def test_a_cell_that_kills_its_process_is_recorded_as_an_error_and_the_sweep_goes_on(cli, tmp_path):
-    hook = tmp_path / "fake_crash"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(FAKE_CRASH)
-    crashing = cli.env(PYTHONPATH=os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
-                       FAKE_CRASH_BATCH="2")
+    crashing = cli.env(**crashing_cell_env(tmp_path / "fake_crash", batch_size=2))
     sweep = ["-m", "batch_size=2,1", "seq_len=16", "warmup=0", "min_reps=1", "min_seconds=0", "ppl=off",
              "study=crash"]
 

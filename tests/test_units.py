@@ -152,6 +152,8 @@ def test_cell_lock_respects_live_owners_and_takes_over_dead_ones(tmp_path):
     assert len(store.deaths("c1")) == 1  # an error is not finished: the death still stands
     store.write("c1", {"k": 1}, {"status": "ok"}, [])
     assert store.deaths("c1") == [] and sorted(p.name for p in (tmp_path / "s").iterdir()) == ["c1"]
+    (tmp_path / "s" / ".c1.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid}))
+    assert store.try_lock("c1") and store.deaths("c1") == []  # died after its record: nothing to note
 
 
 def test_unlock_leaves_a_lock_this_process_does_not_hold(tmp_path):
