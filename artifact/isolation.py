@@ -64,7 +64,7 @@ def describe_death(death: dict) -> str:
     return f"process {death.get('pid')} on {death.get('host')} died measuring it (started {since})"
 
 
-def died_result(cell: Cell, key: str, returncode: int, tail: list[str], deaths: list[dict],
+def died_result(cell: Cell, key: str, returncode: int, tail: list[str], *, deaths: list[dict],
                 provenance: dict) -> Result:
     """The error record of a cell that killed its child process too."""
     how = f"signal {signal.Signals(-returncode).name}" if returncode < 0 else f"exit status {returncode}"

@@ -269,7 +269,8 @@ def _measure_in_child(cell: Cell, session: Session, store: CellStore, key: str,
     if returncode == 0 or not store.try_lock(key):  # the child found the cell busy, or another process took it
         print(f"{name}: another process is measuring it ({store.path(key)}), skipped", flush=True)
         return "busy", False
-    result = isolation.died_result(cell, key, returncode, tail, store.deaths(key), session.provenance())
+    result = isolation.died_result(cell, key, returncode, tail, deaths=store.deaths(key),
+                                  provenance=session.provenance())
     path = store.write(key, cell.config, result, [])
     print(f"{name}: {describe(result)} -> {path}", flush=True)
     _log(cell, path, result)
