@@ -177,8 +177,8 @@ def install_fake_jtop(site: Path) -> None:
 
 class FakeNvml:
     """A FAKE `pynvml` (nvidia-ml-py) module of a host with several GPUs, as NVML sees them: indexed
-    physically (ignoring CUDA_VISIBLE_DEVICES), each with a UUID, a name, an instantaneous power field, the
-    averaged power, a total-energy counter in mJ and memory info. Install it with
+    physically (ignoring CUDA_VISIBLE_DEVICES), each with a UUID, a name, a PCI address, an instantaneous power
+    field, the averaged power, a total-energy counter in mJ and memory info. Install it with
     monkeypatch.setitem(sys.modules, "pynvml", FakeNvml({...}))."""
 
     NVML_SUCCESS = 0
@@ -227,6 +227,12 @@ class FakeNvml:
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle):
         return int(time.perf_counter() * self.gpus[handle][1] * 1000)
+
+    def nvmlDeviceGetPciInfo(self, handle):
+        class PciInfo:  # nvmlPciInfo_t: each GPU on its own bus, as on an SXM board
+            domain, bus, device = 0, 0x18 + 0x10 * handle, 0
+            busId = f"00000000:{0x18 + 0x10 * handle:02X}:00.0"
+        return PciInfo()
 
     def nvmlDeviceGetMemoryInfo(self, handle):
         class Memory:

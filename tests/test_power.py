@@ -375,15 +375,27 @@ def test_nvml_meter_reads_the_gpu_the_cell_runs_on(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", FakeNvml({uuids[0]: 100.0, uuids[1]: 200.0}))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     visible = [int(i) for i in os.environ["CUDA_VISIBLE_DEVICES"].split(",")]
-    # torch's view: visible devices only, each with the UUID CUDA reports (without NVML's "GPU-" prefix)
+    # torch's view: visible devices only, each with the UUID CUDA reports (without NVML's "GPU-" prefix) and CUDA's
+    # own PCI ids of the device (the fake host puts physical GPU n on bus 0x18 + 0x10 n)
+    def cuda_view(uuid_of=lambda physical: uuids[physical].removeprefix("GPU-"), bus_of=lambda p: 0x18 + 0x10 * p):
+        return lambda i: types.SimpleNamespace(uuid=uuid_of(visible[i]), pci_domain_id=0,
+                                               pci_bus_id=bus_of(visible[i]), pci_device_id=0)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "get_device_properties",
-                        lambda i: types.SimpleNamespace(uuid=uuids[visible[i]].removeprefix("GPU-")))
+    monkeypatch.setattr(torch.cuda, "get_device_properties", cuda_view())
     assert nvml.cuda_uuid("cuda:0") == nvml.cuda_uuid("cuda") == uuids[1]
     meter = make_meter(load_group("meter", "nvml"), "cuda:0")
     assert meter.read().total_w == 200.0
     info = meter.describe()
     assert info["gpu_uuid"] == uuids[1] and info["cuda_visible_devices"] == "1" and info["gpu"] == "Fake GPU 1"
+    assert info["gpu_pci"] == info["gpu_pci_cuda"] == "00000000:28:00"  # both sides name the second GPU
+    monkeypatch.setattr(torch.cuda, "get_device_properties", cuda_view(bus_of=lambda p: 0x18))
+    with pytest.raises(MeterError, match="UUID GPU-bbbb.* is at PCI 00000000:28:00 but CUDA's device is at "
+                                         "00000000:18:00: the meter would read another GPU"):
+        make_meter(load_group("meter", "nvml"), "cuda:0")
+    monkeypatch.setattr(torch.cuda, "get_device_properties",  # a torch that reports no PCI ids: not checked
+                        lambda i: types.SimpleNamespace(uuid=uuids[visible[i]].removeprefix("GPU-")))
+    info = make_meter(load_group("meter", "nvml"), "cuda:0").describe()
+    assert info["gpu_pci"] == "00000000:28:00" and info["gpu_pci_cuda"] is None
     assert nvml.memory_used_bytes("cuda:0") == 2 * 2**30  # the second GPU's used memory, as nvidia-smi shows
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(uuid="cccc"))
     with pytest.raises(MeterError, match="NVML has no GPU with UUID GPU-cccc"):

@@ -254,7 +254,8 @@ def craft(traces: Path, study: str, i: int, *, status="ok", host="cpu", **cell) 
     power = {"status": "ok", "timed": {"power_w": {"median": cell["power_w"]}},
              "energy": {"per_rep_j_median": cell.get("energy", 10.0)}} if "power_w" in cell else {"status": "no sensor"}
     if "gpu_uuid" in cell:
-        power["meter"] = {"name": "nvml", "gpu_uuid": cell["gpu_uuid"]}
+        power["meter"] = {"name": "nvml", "gpu_uuid": cell["gpu_uuid"], "gpu_pci": cell.get("pci"),
+                          "gpu_pci_cuda": cell.get("pci")}
         power.setdefault("energy", {})["sampled_vs_counter_rel"] = cell.get("energy_check")
     result = {"cell_hash": f"{study}{i:04d}", "status": status, "device": "cuda",
               "started_at": cell.get("started_at", "2026-11-24T00:00:00"), "cuda_visible_devices": cell.get("visible"),
@@ -272,17 +273,18 @@ def test_the_report_says_which_gpu_ran_each_cell(tmp_path):
     each GPU's cells, studies, start times and its energy agreement with its own counter."""
     from artifact.report.build import placement
     gpus = ["GPU-aaaa", "GPU-bbbb"]
-    for i, (gpu, check, start) in enumerate([(0, 0.002, "2026-11-24T10:00:00"), (1, -0.004, "2026-11-24T10:00:05"),
-                                             (0, 0.03, "2026-11-24T10:01:00")]):
+    for i, (gpu, check, start, pci) in enumerate([(0, 0.002, "2026-11-24T10:00:00", "00000000:18:00"),
+                                                  (1, -0.004, "2026-11-24T10:00:05", None),  # before the PCI check
+                                                  (0, 0.03, "2026-11-24T10:01:00", "00000000:18:00")]):
         craft(tmp_path, "batch_sweep", i, batch_size=2 ** i, power_w=300, gpu_uuid=gpus[gpu], energy_check=check,
-              visible=str(gpu), started_at=start)
+              visible=str(gpu), started_at=start, pci=pci)
     craft(tmp_path, "models_table", 0, status="oom")
     lines = placement(results.collect(tmp_path))
     assert lines[1] == "## Where the cells ran"
     assert lines[5] == ("| GPU-aaaa | test | 0 | 2 | batch_sweep (2) | 2026-11-24T10:00 to 2026-11-24T10:01 | "
-                        "1 of 2, worst +3.0% |")
+                        "00000000:18:00: 2 of 2 | 1 of 2, worst +3.0% |")
     assert lines[6] == ("| GPU-bbbb | test | 1 | 1 | batch_sweep (1) | 2026-11-24T10:00 to 2026-11-24T10:00 | "
-                        "1 of 1, worst -0.4% |")
+                        "not recorded | 1 of 1, worst -0.4% |")
     assert lines[7].startswith("\nCells that name no GPU: 1 ")
     assert placement([r for r in results.collect(tmp_path) if not r["gpu_uuid"]]) == []
 

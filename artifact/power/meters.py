@@ -105,7 +105,8 @@ def make_meter(meter_cfg, device: str) -> Meter:
     from . import ina3221, jtop_meter, nvml, rapl
     builders = {"ina3221": lambda: ina3221.Ina3221Meter(meter_cfg.sysfs_root, list(meter_cfg.total_rails)),
                 "jtop": lambda: jtop_meter.JtopMeter(meter_cfg.jtop_interval_s),
-                "nvml": lambda: nvml.NvmlMeter(nvml.cuda_uuid(device), meter_cfg.nvml_field),
+                "nvml": lambda: nvml.NvmlMeter(nvml.cuda_uuid(device), meter_cfg.nvml_field,
+                                               nvml.cuda_pci_address(device)),
                 "rapl": lambda: rapl.RaplMeter(meter_cfg.sysfs_root, meter_cfg.rapl_domains),
                 "none": lambda: NoMeter()}
     if meter_cfg.name != "auto":

@@ -8,12 +8,29 @@ import os
 from .meters import Meter, MeterError, Reading, now
 
 
-def cuda_uuid(device: str) -> str:
-    """NVML's UUID ("GPU-...") of the torch device `device` (cuda = the current device, or cuda:N)."""
+def _cuda_properties(device: str):
+    """CUDA's properties of the torch device `device` (cuda = the current device, or cuda:N)."""
     import torch
-    index = int(device.split(":")[1]) if ":" in device else torch.cuda.current_device()
-    uuid = str(torch.cuda.get_device_properties(index).uuid)
+    return torch.cuda.get_device_properties(int(device.split(":")[1]) if ":" in device else torch.cuda.current_device())
+
+
+def cuda_uuid(device: str) -> str:
+    """NVML's UUID ("GPU-...") of the torch device `device`."""
+    uuid = str(_cuda_properties(device).uuid)
     return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+
+
+def pci_address(domain: int, bus: int, device: int) -> str:
+    """domain:bus:device in hex, as NVML's busId begins (00000000:18:00)."""
+    return f"{domain:08X}:{bus:02X}:{device:02X}"
+
+
+def cuda_pci_address(device: str) -> str | None:
+    """The PCI address of the torch device as CUDA sees it (None where this torch does not report it): a view of
+    the device independent of NVML's, to check that the GPU NVML opened by UUID is the one the cell runs on."""
+    props = _cuda_properties(device)
+    ids = [getattr(props, f"pci_{part}_id", None) for part in ("domain", "bus", "device")]
+    return None if None in ids else pci_address(*ids)
 
 
 def memory_used_bytes(device: str) -> int | None:
@@ -35,7 +52,7 @@ class NvmlMeter(Meter):
     name = "nvml"
     period_s = 0.02  # the driver refreshes power about every 20-100 ms depending on the GPU
 
-    def __init__(self, uuid: str, field: str = "auto"):
+    def __init__(self, uuid: str, field: str = "auto", cuda_pci: str | None = None):
         try:
             import pynvml
         except ImportError as e:
@@ -50,7 +67,10 @@ class NvmlMeter(Meter):
             self.gpu = pynvml.nvmlDeviceGetName(self.handle)
         except pynvml.NVMLError as e:
             raise MeterError(f"NVML has no GPU with UUID {uuid} ({e})")
-        self.uuid = uuid
+        self.uuid, self.cuda_pci, self.pci = uuid, cuda_pci, self._pci()
+        if cuda_pci and self.pci and cuda_pci != self.pci:
+            raise MeterError(f"NVML's GPU with UUID {uuid} is at PCI {self.pci} but CUDA's device is at {cuda_pci}: "
+                             f"the meter would read another GPU than the cell's")
         fields = {"instant": pynvml.NVML_FI_DEV_POWER_INSTANT, "average": pynvml.NVML_FI_DEV_POWER_AVERAGE}
         if field == "auto":
             field = "instant" if self._field_ok(fields["instant"]) else "usage"
@@ -66,6 +86,13 @@ class NvmlMeter(Meter):
             self.read()
         except pynvml.NVMLError as e:  # e.g. a Jetson: "Not Supported"
             raise MeterError(f"NVML cannot read power on {self.gpu} ({e})")
+
+    def _pci(self) -> str | None:
+        try:
+            info = self.nv.nvmlDeviceGetPciInfo(self.handle)
+        except self.nv.NVMLError:
+            return None
+        return pci_address(info.domain, info.bus, info.device)
 
     def _field_ok(self, field_id: int) -> bool:
         try:
@@ -89,7 +116,8 @@ class NvmlMeter(Meter):
         return self.nv.nvmlDeviceGetTotalEnergyConsumption(self.handle) / 1e3 if self.has_counter else None
 
     def describe(self) -> dict:
-        return {**super().describe(), "gpu": self.gpu, "gpu_uuid": self.uuid,
+        return {**super().describe(), "gpu": self.gpu, "gpu_uuid": self.uuid, "gpu_pci": self.pci,
+                "gpu_pci_cuda": self.cuda_pci,
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "field": self.field,
                 "total_is": "GPU board power (not the host)"}
 

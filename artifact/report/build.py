@@ -160,15 +160,18 @@ ENERGY_AGREES = 0.01  # the sampled energy agrees with the GPU's own counter wit
 
 
 def placement(rows: list[dict]) -> list[str]:
-    """Where the cells ran: one row per GPU (its NVML UUID) with the cells and studies it ran, when, and how its
-    sampled energy agreed with its own counter. Empty where no record names a GPU (CPU and Jetson profiles).
-    The meter opens NVML by the UUID torch reports for the cell's device, so the UUID is both at once."""
+    """Where the cells ran: one row per GPU (its NVML UUID) with the cells and studies it ran, when, how many of
+    its cells had CUDA's PCI address of the cell's device equal NVML's of the GPU metered, and how its sampled
+    energy agreed with its own counter. Empty where no record names a GPU (CPU and Jetson profiles). The meter
+    opens NVML by the UUID torch reports for the cell's device, so the UUID is both at once; the PCI addresses
+    come from each side independently."""
     gpus = sorted({r["gpu_uuid"] for r in rows if r["gpu_uuid"]})
     if not gpus:
         return []
     lines = ["", "## Where the cells ran", "",
              "| GPU (NVML UUID = torch's) | hardware | CUDA_VISIBLE_DEVICES | cells | studies | started | "
-             f"sampled energy within {ENERGY_AGREES:.0%} of the counter |", "|---|---|---|---|---|---|---|"]
+             "PCI address: NVML's = CUDA's | "
+             f"sampled energy within {ENERGY_AGREES:.0%} of the counter |", "|---|---|---|---|---|---|---|---|"]
     for uuid in gpus:
         rs = [r for r in rows if r["gpu_uuid"] == uuid]
         starts = sorted(r["date"] for r in rs if r["date"])
@@ -178,10 +181,23 @@ def placement(rows: list[dict]) -> list[str]:
         visible = ", ".join(sorted({r["cuda_visible_devices"] or "unset" for r in rs}))
         studies = ", ".join(f"{s} ({sum(r['study'] == s for r in rs)})" for s in sorted({r["study"] for r in rs}))
         lines.append(f"| {uuid} | {rs[0]['hardware']} | {visible} | {len(rs)} | {studies} | "
-                     f"{starts[0][:16]} to {starts[-1][:16]} | {agree} of {len(checks)}{worst} |")
+                     f"{starts[0][:16]} to {starts[-1][:16]} | {_pci_agreement(rs)} | "
+                     f"{agree} of {len(checks)}{worst} |")
     lines.append(f"\nCells that name no GPU: {sum(1 for r in rows if not r['gpu_uuid'])} (out of memory before "
                  "metering, or not metered: the fit tests).")
     return lines
+
+
+def _pci_agreement(rows: list[dict]) -> str:
+    """NVML's PCI address(es) of one GPU's cells and in how many CUDA's address of the cell's device was the same;
+    records made before the meter read them say so."""
+    known = [r for r in rows if r["gpu_pci"] and r["gpu_pci_cuda"]]
+    if not known:
+        return "not recorded"
+    same = sum(r["gpu_pci"] == r["gpu_pci_cuda"] for r in known)
+    addresses = ", ".join(sorted({r["gpu_pci"] for r in known}))
+    unknown = len(rows) - len(known)
+    return f"{addresses}: {same} of {len(known)}" + (f" ({unknown} not recorded)" if unknown else "")
 
 
 def build_profile(rows: list[dict], out: Path, spec: list[dict], check_only: bool) -> list[dict]:
