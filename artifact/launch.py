@@ -54,12 +54,23 @@ def group_jobs(lines: list[str], choices: list[list[str]]) -> list[str]:
 
 
 def driver_environment(launcher: str) -> None:
-    """Ray 2.60 clusters require token auth (the token in ~/.ray/auth_token or RAY_AUTH_TOKEN); its driver must
-    ask for it. Usage statistics stay off (no network at run time)."""
+    """A Ray driver asks for token auth exactly where a token is available to it, as `ray start` decides for a
+    head (Ray 2.60 turns token auth on only where a token exists; a driver given an address never does by itself,
+    so it must ask). A cluster that wants a token the driver lacks answers with Ray's own error. RAY_AUTH_MODE,
+    where set, is left as it is. Usage statistics stay off (no network at run time)."""
     if launcher == "ray":
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        if ray_token_available():
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every cell prints its own line
+
+
+def ray_token_available() -> bool:
+    """Whether Ray finds an auth token: RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names, or ~/.ray/auth_token."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    return path.is_file() and bool(path.read_text().strip())
 
 
 def driver_overrides(first: Cell) -> list[str]:

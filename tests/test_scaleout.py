@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,8 @@ if not shutil.which("initdb") and not list(Path("/usr/lib/postgresql").glob("*/b
 
 LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # Ray would swap 127.0.0.1 for the interface address
             "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
+# The test cluster's own auth token, given to the head and to every driver: token auth on, whatever ~/.ray holds
+RAY_TOKEN = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 CELLS = ["seq_len=16", "warmup=0", "min_reps=1", "min_seconds=0", "ppl=off"]
 
 
@@ -49,7 +52,7 @@ def mlflow_server(postgres, tmp_path_factory):
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     port = tracking_server.free_port()
-    env = {**os.environ, **LOOPBACK}
+    env = {**os.environ, **LOOPBACK, **RAY_TOKEN}
     ray = str(Path(sys.executable).parent / "ray")
     subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-gpus=2",
                     "--num-cpus=4", "--include-dashboard=false", "--disable-usage-stats"],
@@ -74,9 +77,11 @@ class RaySweep:
                 "traces_dir=traces", f"models_dir={self.models_dir}", *CELLS, *overrides]
 
     def env(self, **extra) -> dict:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYDRA_"))}
-        return {**env, **LOOPBACK, "ARTIFACT_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1",
-                "MLFLOW_TRACKING_URI": self.uri, "ARTIFACT_LOCK_DB": self.lock_db, **extra}
+        env = {k: v for k, v in os.environ.items()  # RAY_AUTH_MODE left out: the driver decides it from the token
+               if not k.startswith(("MLFLOW_", "HYDRA_")) and k != "RAY_AUTH_MODE"}
+        return {**env, **LOOPBACK, "RAY_AUTH_TOKEN": RAY_TOKEN["RAY_AUTH_TOKEN"],
+                "ARTIFACT_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1", "MLFLOW_TRACKING_URI": self.uri,
+                "ARTIFACT_LOCK_DB": self.lock_db, **extra}
 
     def start(self, *overrides: str, **env) -> subprocess.Popen:
         return subprocess.Popen(self.args(*overrides), cwd=self.root, env=self.env(**env), stdout=subprocess.PIPE,

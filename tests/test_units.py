@@ -179,6 +179,23 @@ def test_settling_locks_turns_dead_owners_into_death_notes_and_leaves_the_rest(t
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [".dead.died", ".live.lock", ".remote.lock"]
 
 
+def test_a_ray_driver_asks_for_token_auth_exactly_where_it_has_a_token(tmp_path, monkeypatch):
+    """Ray 2.60's head turns token auth on only where a token exists; a driver given an address must ask for it
+    itself. With no token it must not ask: it would fail against a head that has none."""
+    from artifact.launch import driver_environment
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    monkeypatch.setattr(os, "environ", {**env, "HOME": str(tmp_path)})  # the driver writes it: this test's own copy
+    driver_environment("ray")
+    assert "RAY_AUTH_MODE" not in os.environ
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("ab" * 32 + "\n")
+    driver_environment("ray")
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # set by the user: left as it is
+    driver_environment("ray")
+    assert os.environ["RAY_AUTH_MODE"] == "disabled"
+
+
 def test_sweeps_change_power_mode_then_model_then_precision_least_often():
     from artifact.run import sweep_order
     args = ["-m", "batch_size=1,2", "quant=fp16,int8", "seq_len=128", "power=maxn,30W", "model=phi2,llama31-8b"]
