@@ -79,6 +79,7 @@ def row_from_record(folder: Path) -> dict:
     ppl, energy = result.get("perplexity", {}), power.get("energy", {})
     timed_power = (power.get("timed") or {}).get("power_w") or {}
     idle_power = (power.get("idle") or {}).get("power_w") or {}
+    meter = power.get("meter") or {}
     device = str(result.get("device", ""))
 
     def stat(metric: str, s: str):
@@ -127,8 +128,7 @@ def row_from_record(folder: Path) -> dict:
         "same_record_as": result.get("same_record_as"),
         "cell_s": result.get("cell_seconds"), "timed_s": parts["timed"], "warmup_s": parts["warmup"],
         "load_s": parts["load"], "build_s": parts["build"], "ppl_s": parts["perplexity"], "idle_s": parts["idle"],
-        "gpu_uuid": (power.get("meter") or {}).get("gpu_uuid"), "gpu_pci": (power.get("meter") or {}).get("gpu_pci"),
-        "gpu_pci_cuda": (power.get("meter") or {}).get("gpu_pci_cuda"),
+        "gpu_uuid": meter.get("gpu_uuid"), "gpu_pci": meter.get("gpu_pci"), "gpu_pci_cuda": meter.get("gpu_pci_cuda"),
         "cuda_visible_devices": result.get("cuda_visible_devices"),
         "energy_check_rel": energy.get("sampled_vs_counter_rel"),
         "git_sha": _git_sha(prov), "cell_hash": result["cell_hash"],
