@@ -257,7 +257,7 @@ def craft(traces: Path, study: str, i: int, *, status="ok", host="cpu", **cell) 
         power["meter"] = {"name": "nvml", "gpu_uuid": cell["gpu_uuid"], "gpu_pci": cell.get("pci"),
                           "gpu_pci_cuda": cell.get("pci")}
         power.setdefault("energy", {})["sampled_vs_counter_rel"] = cell.get("energy_check")
-    result = {"cell_hash": f"{study}{i:04d}", "status": status, "device": "cuda",
+    result = {"cell_hash": f"{study}{i:04d}", "status": status, "device": "cuda", "hardware": cell.get("hardware"),
               "started_at": cell.get("started_at", "2026-11-24T00:00:00"), "cuda_visible_devices": cell.get("visible"),
               "metrics": metrics, "memory": {"incremental_peak_bytes": cell.get("mem_mib", 100) * 2**20},
               "model": {"weight_bytes": cell.get("weights_mib", 500) * 2**20}, "power": power,
@@ -310,6 +310,40 @@ def test_the_models_table_names_a_batch_that_failed_apart_from_fit_and_oom(tmp_p
     assert line["largest batch that fits"] == 32 and line["smallest OOM batch"] == "no OOM"
     assert line["failed (error)"] == "128"
     assert line["batches tried"] == "1,8,32,128"
+
+
+def test_cells_of_two_gpu_models_are_never_merged_in_a_table_claim_or_bar(tmp_path):
+    """What fits depends on the GPU's memory: the shipped gpu profile holds H100 and H200 fit tests of one model,
+    which must stay apart (two table rows, the claim naming the GPU, one bar each) and count as one declared cell."""
+    import matplotlib.pyplot as plt
+
+    from artifact.report import figures, tables
+    from artifact.report.build import write_index
+    cells = [("H100", 1, "ok"), ("H100", 8, "oom"), ("H200", 1, "ok"), ("H200", 8, "ok")]
+    for i, (hw, bs, status) in enumerate(cells):
+        craft(tmp_path, "models_table", i, model="r1-qwen-32b", batch_size=bs, status=status, hardware=hw)
+    rows = results.collect(tmp_path)
+    head, body = tables.models({}, rows)
+    fit = {line[head.index("hardware")]: line[head.index("largest batch that fits")] for line in body}
+    assert fit == {"H100": 1, "H200": 8}
+    c7 = verdicts(tmp_path)["C7"]
+    assert c7["verdict"] == "PASS"
+    assert c7["measured"] == "r1-qwen-32b/fp16 sl128 on H100: fits up to bs 1, OOM from bs 8"
+    fig, axes = plt.subplots(1, 1, squeeze=False)
+    ok = [r for r in rows if r["batch_size"] == 1]
+    figures.bars({"x": "model", "series": "quant", "panels": ["latency_median_s"]}, ok, axes.flat)
+    assert len(axes.flat[0].patches) == 2  # side by side, not one over the other
+    assert [t.get_text() for t in axes.flat[0].get_legend().get_texts()] == ["fp16, H100", "fp16, H200"]
+    plt.close("all")
+    folder = tmp_path / "paper" / "smoke"
+    folder.mkdir(parents=True)
+    for r in rows:
+        r["profile"], r["model"], r["seq_len"], r["power_mode"] = "smoke", "smollm2-135m", 16, "none"
+    for r in rows[1::2]:
+        r["quant"], r["batch_size"] = "int8", 4
+    results.write_csv(rows, folder / "results.csv")
+    line = write_index(tmp_path / "paper").read_text().splitlines()[-1]
+    assert "| 2 of 27 in 4 records (3 / 1 / 0) |" in line  # each of the two declared cells on both GPU models
 
 
 def verdicts(traces: Path) -> dict:
@@ -368,7 +402,7 @@ def test_bar_legends_name_every_series_and_single_lines_have_none():
 
     from artifact.report import figures
     base = {"weights": "synthetic", "workload": "wikitext2", "power_mode": "none", "batch_size": 32, "seq_len": 512,
-            "status": "ok", "record": "r", "latency_std_s": 0.1}
+            "status": "ok", "record": "r", "latency_std_s": 0.1, "hardware": "test"}
     rows = [{**base, "model": "phi2", "quant": "fp16", "latency_median_s": 1.0},
             {**base, "model": "llama31-8b", "quant": "fp16", "latency_median_s": 2.0},
             {**base, "model": "llama31-8b", "quant": "int8", "latency_median_s": 3.0}]

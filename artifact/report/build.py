@@ -224,7 +224,7 @@ def write_index(root: Path) -> Path:
     that measured them and its claims verdicts (all read from the folder's own files)."""
     lines = ["# Results per profile", "",
              "Each folder is one profile's report, built from its raw records (`make replay` rebuilds them all).", "",
-             "| profile | hardware | measured | cells recorded of those declared (ok / oom / error) | "
+             "| profile | hardware | measured | cells recorded of those declared (records ok / oom / error) | "
              "git sha of the records | claims |",
              "|---|---|---|---|---|---|"]
     for folder in sorted(p.parent for p in root.glob("*/results.csv")):
@@ -240,9 +240,14 @@ def write_index(root: Path) -> Path:
             with open(folder / "claims.csv", newline="") as f:
                 got = [t["verdict"] for t in csv.DictReader(f)]
             verdicts = ", ".join(f"{got.count(v)} {v}" for v in (claims.PASS, claims.FAIL, claims.NA) if v in got)
-        declared = (f" of {sum(p.cells for p in (experiments.plan(n, folder.name) for n in experiments.names()))}"
-                    if folder.name in experiments.PROFILES else "")
-        lines.append(f"| [{folder.name}]({folder.name}/index.md) | {hardware} | {when} | {len(rows)}{declared} "
+        cells = f"{len(rows)} records"
+        if folder.name in experiments.PROFILES:  # a declared cell measured on two GPU models is one cell, two records
+            plans = [experiments.plan(n, folder.name) for n in experiments.names()]
+            declared = sum(p.cells for p in plans)
+            missing = sum(len(not_measured(p, [r for r in rows if r["study"] == p.study])) for p in plans)
+            covered = declared - missing
+            cells = f"{covered} of {declared}" + (f" in {len(rows)} records" if len(rows) != covered else "")
+        lines.append(f"| [{folder.name}]({folder.name}/index.md) | {hardware} | {when} | {cells} "
                      f"({' / '.join(map(str, status))}) | {commits} | [{verdicts}]({folder.name}/claims.md) |")
     (root / "index.md").write_text("\n".join(lines) + "\n")
     return root / "index.md"

@@ -16,7 +16,8 @@ import yaml
 
 PASS, FAIL, NA = "PASS", "FAIL", "NOT APPLICABLE"
 # Settings that must be equal for two cells to be compared (all but the one the claim varies).
-MATCH = ("model", "weights", "quant", "workload", "power_mode", "batch_size", "seq_len", "profile", "host_kind")
+MATCH = ("model", "weights", "quant", "workload", "power_mode", "batch_size", "seq_len", "profile", "host_kind",
+         "hardware")
 
 
 def load(path: Path) -> list[dict]:
@@ -38,6 +39,11 @@ def _pairs(rows: list[dict], vary: str, a, b) -> list[tuple[dict, dict]]:
 
 def _name(r: dict, *keys) -> str:
     return "/".join(str(r[k]) for k in keys)
+
+
+def _on(r: dict, rows: list[dict]) -> str:
+    """ on <hardware>, where the rows a claim reads come from more than one kind of processor."""
+    return f" on {r['hardware']}" if len({x["hardware"] for x in rows}) > 1 else ""
 
 
 def _missing(metric: str) -> str:
@@ -65,7 +71,8 @@ def falls_with(c: dict, rows: list[dict]) -> tuple[str, str]:
         def sd(r: dict, spread: str = spread) -> float:  # no spread recorded: medians alone decide
             return r.get(spread) or 0.0
         ok &= last[metric] + sd(last) < first[metric] - sd(first)  # a fall beyond one std of either end
-        out.append(f"{_name(first, 'model', 'quant', 'workload')} bs{first['batch_size']}: {first[metric]:.4g} ± "
+        out.append(f"{_name(first, 'model', 'quant', 'workload')} bs{first['batch_size']}{_on(first, rows)}: "
+                   f"{first[metric]:.4g} ± "
                    f"{sd(first):.2g} -> {last[metric]:.4g} ± {sd(last):.2g} ({x} {first[x]} -> {last[x]})")
     if not out:
         return NA, f"no series with two or more {x} values"
@@ -85,7 +92,7 @@ def change(c: dict, rows: list[dict]) -> tuple[str, str]:
                 return NA, _missing(metric)
             rel = ra[metric] / rb[metric] - 1
             ok &= abs(rel - expect) <= c["tolerance"]
-            out.append(f"{ra['model']} {metric} {rel:+.0%} (paper {expect:+.0%})")
+            out.append(f"{ra['model']}{_on(ra, rows)} {metric} {rel:+.0%} (paper {expect:+.0%})")
     return (PASS if ok else FAIL), "; ".join(out)
 
 
@@ -105,7 +112,7 @@ def _ordered(c: dict, rows: list[dict], greater: bool) -> tuple[str, str]:
             seen = True
             holds = ra[metric] > rb[metric] if greater else ra[metric] < rb[metric]
             ok &= holds
-            out.append(f"{ra['model']} bs{ra['batch_size']} sl{ra['seq_len']}: {a} {ra[metric]:.4g} vs "
+            out.append(f"{ra['model']} bs{ra['batch_size']} sl{ra['seq_len']}{_on(ra, rows)}: {a} {ra[metric]:.4g} vs "
                        f"{c['b']} {rb[metric]:.4g} {metric}")
     if not seen:
         return NA, f"no pair of cells {c['vary']}={'/'.join(a_values)} vs {c['b']} measured alike"
@@ -154,7 +161,8 @@ def oom_caps_batch(c: dict, rows: list[dict]) -> tuple[str, str]:
         fits = [r["batch_size"] for r in rs if r["status"] == "ok"]
         ok &= not any(b > min(oom) for b in fits)
         fit = f"fits up to bs {max(fits)}" if fits else "no batch fits"
-        out.append(f"{_name(rs[0], 'model', 'quant')} sl{rs[0]['seq_len']}: {fit}, OOM from bs {min(oom)}")
+        out.append(f"{_name(rs[0], 'model', 'quant')} sl{rs[0]['seq_len']}{_on(rs[0], rows)}: {fit}, "
+                   f"OOM from bs {min(oom)}")
     if not out:
         tried = max((r["batch_size"] for r in rows), default=None)
         return NA, f"no cell ran out of memory (batches up to {tried} fit): memory never capped the batch on this host"

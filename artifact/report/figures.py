@@ -28,7 +28,7 @@ LABELS = {
 }
 ERRORS = {"latency_median_s": "latency_std_s", "throughput_median_tok_s": "throughput_std_tok_s",
           "power_median_w": "power_std_w", "energy_per_token_j": "energy_per_token_std_j"}
-SERIES_KEYS = ("model", "weights", "quant", "workload", "power_mode", "batch_size", "seq_len")
+SERIES_KEYS = ("model", "weights", "quant", "workload", "power_mode", "batch_size", "seq_len", "hardware")
 QUANT_ORDER = ["fp32", "fp16", "bf16", "int8", "int4", "int4-fp4", "gptq-int4"]
 DATA_FIELDS = ["panel", "series", "x", "value", "error", "status", "record"]
 
@@ -109,14 +109,17 @@ def bars(spec: dict, rows: list[dict], axes) -> list[dict]:
     x, series = _key(spec["x"]), _key(spec["series"])
     keys = varying(rows, exclude=(x, series))
     cats = order(list({r[x] for r in rows}), x)
-    sers = order(list({r[series] for r in rows}), series)
+    # a bar per series value, and per GPU model where the cells come from several: their bars never overlap
+    per_hw = "hardware" in keys
+    sers = [(s, hw) for s in order(list({r[series] for r in rows}), series)
+            for hw in sorted({r["hardware"] for r in rows if r[series] == s} if per_hw else {None})]
     width = 0.8 / max(1, len(sers))
     data = []
     for ax, panel in zip(axes, spec["panels"]):
         drawn = False
-        for j, s in enumerate(sers):
+        for j, (s, hw) in enumerate(sers):
             for i, c in enumerate(cats):
-                rs = [r for r in rows if r[x] == c and r[series] == s]
+                rs = [r for r in rows if r[x] == c and r[series] == s and (hw is None or r["hardware"] == hw)]
                 for r in rs:
                     label = series_label(r, [series] + keys)
                     pos = i - 0.4 + width * (j + 0.5)
@@ -137,7 +140,8 @@ def bars(spec: dict, rows: list[dict], axes) -> list[dict]:
         ax.set_ylabel(LABELS.get(panel, panel))
         ax.grid(True, axis="y", alpha=0.3)
         if drawn and panel == spec["panels"][0]:  # every series named, also one with no bar in this panel
-            handles = [Patch(color=f"C{j % 10}", label=str(s)) for j, s in enumerate(sers)]
+            handles = [Patch(color=f"C{j % 10}", label=str(s) if hw is None else f"{s}, {hw}")
+                       for j, (s, hw) in enumerate(sers)]
             ax.legend(handles=handles, fontsize=7, title=LABELS.get(series, series), title_fontsize=7)
     return data
 

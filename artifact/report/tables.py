@@ -16,23 +16,24 @@ def _fmt(v, digits: int = 4) -> str:
 
 
 def models(spec: dict, rows: list[dict]) -> tuple[list[str], list[list]]:
-    """Per model and precision: parameters, weight memory as loaded, and the largest batch that fits at
-    the study's sequence length (bounded by the smallest batch that ran out of memory). A batch that failed
-    otherwise (status error: neither fits nor OOM, its message in results.csv) is named apart."""
-    head = ["model", "params (B)", "precision", "weights (MiB)", "largest batch that fits", "smallest OOM batch",
-            "failed (error)", "batches tried", "seq_len"]
+    """Per model, precision and hardware: parameters, weight memory as loaded, and the largest batch that fits
+    at the study's sequence length (bounded by the smallest batch that ran out of memory). A batch that failed
+    otherwise (status error: neither fits nor OOM, its message in results.csv) is named apart. What fits is a
+    property of the GPU's memory, so cells of two GPU models are never merged into one row."""
+    head = ["model", "params (B)", "precision", "hardware", "weights (MiB)", "largest batch that fits",
+            "smallest OOM batch", "failed (error)", "batches tried", "seq_len"]
     body = []
-    keys = sorted({(r["model"], r["quant"]) for r in rows},
-                  key=lambda k: (k[0], QUANT_ORDER.index(k[1]) if k[1] in QUANT_ORDER else 99))
-    for model, quant in keys:
-        rs = [r for r in rows if r["model"] == model and r["quant"] == quant]
+    keys = sorted({(r["model"], r["quant"], r["hardware"]) for r in rows},
+                  key=lambda k: (k[0], QUANT_ORDER.index(k[1]) if k[1] in QUANT_ORDER else 99, k[2]))
+    for model, quant, hardware in keys:
+        rs = [r for r in rows if (r["model"], r["quant"], r["hardware"]) == (model, quant, hardware)]
         ok = [r for r in rs if r["status"] == "ok"]
         oom = [r["batch_size"] for r in rs if r["status"] == "oom"]
         failed = sorted(r["batch_size"] for r in rs if r["status"] == "error")
         weights = next((r["weights_mib"] for r in ok if r.get("weights_mib") is not None), None)
         params = next((r["params"] for r in rs if r.get("params")), None)
         fits = max((r["batch_size"] for r in ok), default=None)
-        body.append([model, _fmt(params / 1e9 if params else None, 3), quant, _fmt(weights),
+        body.append([model, _fmt(params / 1e9 if params else None, 3), quant, hardware, _fmt(weights),
                      fits if fits is not None else "none", min(oom) if oom else "no OOM",
                      ",".join(str(b) for b in failed) or "none",
                      ",".join(str(b) for b in sorted({r["batch_size"] for r in rs})),
