@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The gpu profile (or part of it) on a lent CUDA machine with no network: wheels from .whl/, the stand-in tokenizer
-# and WikiText-2 from .devcarry/bundle.tar.xz (see scripts/README.md), records resumed from paper/gpu/records.tar.xz
-# and .devcarry/traces.tgz (where present) and returned as $OUT/traces.tgz. Usage (repo root): scripts/gpu_run.sh SECONDS COMMAND...
+# The gpu profile (or part of it) on a lent CUDA machine with no network: the packages its image lacks from
+# .devcarry/site.tar.xz, the stand-in tokenizer and WikiText-2 from .devcarry/bundle.tar.xz (both built here by
+# scripts/device_carry.sh; see scripts/README.md), records resumed from paper/gpu/records.tar.xz and
+# .devcarry/traces.tgz (where present) and returned as $OUT/traces.tgz.
+# Usage (repo root): scripts/gpu_run.sh SECONDS COMMAND...
 set -uo pipefail
 budget=$1; shift
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 ARTIFACT_DATA_DIR=$PWD/data
+rm -rf /tmp/site && mkdir -p /tmp/site && tar xJf .devcarry/site.tar.xz -C /tmp/site || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 ARTIFACT_DATA_DIR=$PWD/data RAY_USAGE_STATS_ENABLED=0
 tar xJf .devcarry/bundle.tar.xz
 tar xJf paper/gpu/records.tar.xz   # the shipped records: a resumed profile measures only what they lack
 [ -f .devcarry/traces.tgz ] && tar xzf .devcarry/traces.tgz
