@@ -10,6 +10,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -287,6 +288,32 @@ def test_the_report_says_which_gpu_ran_each_cell(tmp_path):
                         "not recorded | 1 of 1, worst -0.4% |")
     assert lines[7].startswith("\nCells that name no GPU: 1 ")
     assert placement([r for r in results.collect(tmp_path) if not r["gpu_uuid"]]) == []
+
+
+def test_a_run_over_two_gpus_reports_speed_up_efficiency_and_where_the_rest_went():
+    """Rows as a sweep over two GPUs of one host writes them (crafted: no such host was lent). A later cell alone,
+    and two lent machines one after the other (never at once), are not runs over several GPUs."""
+    from artifact.report import spread
+
+    def cell(gpu, start_s, cell_s, load_s=0.0, **extra):
+        t = datetime(2026, 11, 24, 10, 0, 0) + timedelta(seconds=start_s)
+        return {"gpu_uuid": gpu, "date": t.isoformat(), "cell_s": cell_s, "load_s": load_s, **extra}
+    rows = [cell("GPU-a", 0, 100, 20), cell("GPU-a", 105, 50), cell("GPU-b", 10, 200, 30),
+            cell("GPU-b", 60, 0, implied_by="x"), cell(None, 20, 5),  # OOM by implication; no GPU named
+            cell("GPU-a", 1000, 80),  # after a pause of more than RUN_GAP_S: a run of one GPU
+            cell("GPU-c", 2000, 100), cell("GPU-d", 2150, 100)]  # one machine after another
+    [run] = spread.runs(rows)
+    s = spread.summary(run)
+    assert (s["span"], s["busy"], s["cells"]) == (210, 350, 3)
+    assert s["speedup"] == pytest.approx(350 / 210) and s["efficiency"] == pytest.approx(350 / 420)
+    assert s["gpus"]["GPU-a"] == {"cells": 2, "busy": 150, "load": 20, "lead": 0, "gaps": 5, "tail": 55}
+    assert s["gpus"]["GPU-b"] == {"cells": 1, "busy": 200, "load": 30, "lead": 10, "gaps": 0, "tail": 0}
+    text = spread.lines(rows)
+    assert text[1] == "## Spread over 2 GPUs: the run from 2026-11-24T10:00"
+    assert text[3].startswith("3 cells in 210 s of span; 350 s of cells, so speed-up 1.67 and efficiency 83%")
+    assert text[7] == "| GPU-a | 2 | 150 | 20 | 0 | 5 | 55 |"
+    fit = cell(None, 0, 10, cuda_visible_devices="1")  # an unmetered fit test names its GPU by index
+    assert spread._cells([fit])[0]["gpu"] == "CUDA_VISIBLE_DEVICES=1"
 
 
 def test_the_index_names_the_declared_cells_that_have_no_record(tmp_path):

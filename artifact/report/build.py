@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import experiments, tracking
 from ..config import CONF_DIR
-from . import archive, claims, figures, results, tables
+from . import archive, claims, figures, results, spread, tables
 
 GENERATED = ("*.pdf", "*.png", "*.csv", "*.md", "*.tex")
 CLAIMS = CONF_DIR / "claims.yaml"  # the paper's stated results, as checks (an input, not an output)
@@ -215,7 +215,7 @@ def build_profile(rows: list[dict], out: Path, spec: list[dict], check_only: boo
     (out / "index.md").write_text(f"# Profile {out.name}: figures and tables\n\n{cap}.\n\n" + "\n".join(index)
                                   + "\n\nClaims: [claims.md](claims.md). Every number: [results.csv](results.csv). "
                                   f"Where the time went: [time.md](time.md).{archived}\n"
-                                  + "".join(line + "\n" for line in placement(rows)))
+                                  + "".join(line + "\n" for line in placement(rows) + spread.lines(rows)))
     return table
 
 
