@@ -97,6 +97,10 @@ class CellStore:
         """The result of a finished record (status ok or oom), else None."""
         return _finished_at(self.path(cell_hash) / "result.json")
 
+    def recorded(self, cell_hash: str) -> dict | None:
+        """The result of the cell's record whatever its status (an error too), else None."""
+        return _result_at(self.path(cell_hash) / "result.json")
+
     def twin(self, cell_hash: str) -> Path | None:
         """A finished record of the same cell in another study of this traces folder: the same identity is the
         same measurement (a batch sweep's bs 32 is the precision sweep's fp16 cell), so it is reused, not re-run."""
@@ -227,13 +231,18 @@ def settle_dead_locks(traces_dir: str | Path, study: str = "*") -> int:
     return settled
 
 
-def _finished_at(result: Path) -> dict | None:
-    """The result in this result.json if its status is finished (ok or oom), else None."""
+def _result_at(result: Path) -> dict | None:
+    """The result in this result.json, or None where there is none (or it cannot be read)."""
     try:
-        data = json.loads(result.read_text())
+        return json.loads(result.read_text())
     except (OSError, ValueError):
         return None
-    return data if data.get("status") in FINISHED else None
+
+
+def _finished_at(result: Path) -> dict | None:
+    """The result in this result.json if its status is finished (ok or oom), else None."""
+    data = _result_at(result)
+    return data if data is not None and data.get("status") in FINISHED else None
 
 
 def _finite(obj):

@@ -258,14 +258,15 @@ def _measure_in_child(cell: Cell, session: Session, store: CellStore, key: str,
     name = run_name(cell.config)
     print(f"{name}: {isolation.describe_death(deaths[-1])}; measuring it in a child process", flush=True)
     session.release_model()
-    before = _record_id(store, key)
+    before = (store.recorded(key) or {}).get("record_id")
     with tempfile.TemporaryDirectory(prefix="artifact-cell-") as tmp:
         params = Path(tmp) / "cell.yaml"
         params.write_text(json.dumps(cell.config, default=str))  # JSON is YAML
         store.unlock(key)
         returncode, tail = isolation.run_child(isolation.child_command(cell, str(params)), key)
-    if _record_id(store, key) != before:  # the child wrote its record
-        return json.loads((store.path(key) / "result.json").read_text())["status"], True
+    after = store.recorded(key)
+    if after is not None and after.get("record_id") != before:  # the child wrote its record
+        return after["status"], True
     if returncode == 0 or not store.try_lock(key):  # the child found the cell busy, or another process took it
         print(f"{name}: another process is measuring it ({store.path(key)}), skipped", flush=True)
         return "busy", False
@@ -275,12 +276,6 @@ def _measure_in_child(cell: Cell, session: Session, store: CellStore, key: str,
     print(f"{name}: {describe(result)} -> {path}", flush=True)
     _log(cell, path, result)
     return "error", True
-
-
-def _record_id(store: CellStore, key: str) -> str | None:
-    with contextlib.suppress(OSError, ValueError):
-        return json.loads((store.path(key) / "result.json").read_text()).get("record_id")
-    return None
 
 
 def _measure_and_write(cell: Cell, session: Session, store: CellStore, key: str) -> tuple[Result, Path]:
