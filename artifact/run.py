@@ -29,7 +29,7 @@ from . import disk, isolation, launch, models, roofline, timing, tracking
 from .config import BadInput, Cell, compose, one_line, overrides_from_params, register, resolve, to_container
 from .measure import TimedRun, TokenCountError, run_timed
 from .perplexity import perplexity
-from .power import NoMeter, Sampler, idle_power, summarize
+from .power import NoMeter, Sampler, idle_power, nvml, summarize
 from .power.energy import MIN_WINDOW_PERIODS
 from .progress import LiveLine
 from .record import CellStore, cell_hash, run_name
@@ -107,6 +107,7 @@ def measure_cell(cell: Cell, session: Session, cell_hash: str) -> tuple[Result, 
     result: Result = {"cell_hash": cell_hash, "record_id": uuid.uuid4().hex, "status": "ok", "message": "",
                       "device": cell.device, "hardware": cell.hardware,
                       "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                      "gpu_uuid": nvml.cuda_uuid(cell.device) if cell.device.startswith("cuda") else None,
                       "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                       "tokens": {"in_len": cell.in_len, "out_len": cell.out_len, "seq_len": cell.seq_len}}
     reps: list[Rep] = []

@@ -166,6 +166,7 @@ class Result(TypedDict, total=False):
     device: str
     hardware: str                # the GPU's or CPU's model name: part of the cell's identity
     cuda_visible_devices: Optional[str]  # as the process saw it (a launcher's GPU assignment); None if unset
+    gpu_uuid: Optional[str]      # NVML's UUID of the cell's CUDA device, from torch, whatever the meter; None off CUDA
     started_at: str              # local time, ISO 8601
     tokens: Tokens
     power: Power

@@ -260,6 +260,7 @@ def craft(traces: Path, study: str, i: int, *, status="ok", host="cpu", **cell) 
         power.setdefault("energy", {})["sampled_vs_counter_rel"] = cell.get("energy_check")
     result = {"cell_hash": f"{study}{i:04d}", "status": status, "device": "cuda", "hardware": cell.get("hardware"),
               "started_at": cell.get("started_at", "2026-11-24T00:00:00"), "cuda_visible_devices": cell.get("visible"),
+              "gpu_uuid": cell.get("device_uuid"),
               "metrics": metrics, "memory": {"incremental_peak_bytes": cell.get("mem_mib", 100) * 2**20},
               "model": {"weight_bytes": cell.get("weights_mib", 500) * 2**20}, "power": power,
               "provenance": {"l4t_release": "R36.3" if host == "jetson" else None, "cpu_model": "test"}}
@@ -288,6 +289,26 @@ def test_the_report_says_which_gpu_ran_each_cell(tmp_path):
                         "not recorded | 1 of 1, worst -0.4% |")
     assert lines[7].startswith("\nCells that name no GPU: 1 ")
     assert placement([r for r in results.collect(tmp_path) if not r["gpu_uuid"]]) == []
+
+
+def test_an_unmetered_cell_still_names_the_gpu_it_ran_on(tmp_path):
+    """A fit test runs with no meter, yet its record names its device's GPU (torch's UUID): on a host of several
+    GPUs the placement table lists it under that GPU. The meter's UUID, where there is one, is the same GPU."""
+    from artifact.report.build import placement
+    craft(tmp_path, "models_table", 0, device_uuid="GPU-cccc", visible="2", started_at="2026-12-02T09:00:00")
+    craft(tmp_path, "models_table", 1, status="oom", device_uuid="GPU-cccc", visible="2",
+          started_at="2026-12-02T09:01:00")
+    craft(tmp_path, "batch_sweep", 0, power_w=300, gpu_uuid="GPU-cccc", device_uuid="GPU-cccc", energy_check=0.001,
+          visible="2", started_at="2026-12-02T09:02:00", pci="00000000:38:00")
+    craft(tmp_path, "models_table", 2, status="oom")  # not run: out of memory by implication, on no GPU
+    rows = results.collect(tmp_path)
+    assert sorted(r["gpu_uuid"] or "" for r in rows) == ["", "GPU-cccc", "GPU-cccc", "GPU-cccc"]
+    lines = placement(rows)
+    assert lines[5] == ("| GPU-cccc | test | 2 | 3 | batch_sweep (1), models_table (2) | 2026-12-02T09:00 to "
+                        "2026-12-02T09:02 | 00000000:38:00: 1 of 1 (2 not recorded) | 1 of 1, worst +0.1% |")
+    assert lines[6].startswith("\nCells that name no GPU: 1 (not run: out of memory by implication")
+    only_unmetered = placement([r for r in rows if r["study"] == "models_table"])
+    assert only_unmetered[5].endswith("| not recorded | none checked |")
 
 
 def test_a_run_over_two_gpus_reports_speed_up_efficiency_and_where_the_rest_went():

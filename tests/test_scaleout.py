@@ -118,6 +118,7 @@ def test_two_overlapping_ray_sweeps_give_one_record_and_one_mlflow_run_per_cell(
     assert len(hashes) == 6 and len(set(hashes)) == 6
     assert all(r["status"] == "ok" for r in records)
     assert {r["cuda_visible_devices"] for r in records} <= {"0", "1"}  # Ray gave each job one declared GPU
+    assert all(r["gpu_uuid"] is None for r in records)  # CPU cells: declared GPUs are not CUDA devices
     runs = sweep.finished_runs("overlap")
     assert sorted(r.data.tags["cell_hash"] for r in runs) == sorted(hashes)
     for run in runs:  # the run's times are the cell's own, and the headline metrics carry units

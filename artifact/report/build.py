@@ -177,14 +177,13 @@ def placement(rows: list[dict]) -> list[str]:
         starts = sorted(r["date"] for r in rs if r["date"])
         checks = [r["energy_check_rel"] for r in rs if r["energy_check_rel"] is not None]
         agree = sum(abs(c) <= ENERGY_AGREES for c in checks)
-        worst = f", worst {max(checks, key=abs):+.1%}" if checks else ""
+        energy = f"{agree} of {len(checks)}, worst {max(checks, key=abs):+.1%}" if checks else "none checked"
         visible = ", ".join(sorted({r["cuda_visible_devices"] or "unset" for r in rs}))
         studies = ", ".join(f"{s} ({sum(r['study'] == s for r in rs)})" for s in sorted({r["study"] for r in rs}))
         lines.append(f"| {uuid} | {rs[0]['hardware']} | {visible} | {len(rs)} | {studies} | "
-                     f"{starts[0][:16]} to {starts[-1][:16]} | {_pci_agreement(rs)} | "
-                     f"{agree} of {len(checks)}{worst} |")
-    lines.append(f"\nCells that name no GPU: {sum(1 for r in rows if not r['gpu_uuid'])} (out of memory before "
-                 "metering, or not metered: the fit tests).")
+                     f"{starts[0][:16]} to {starts[-1][:16]} | {_pci_agreement(rs)} | {energy} |")
+    lines.append(f"\nCells that name no GPU: {sum(1 for r in rows if not r['gpu_uuid'])} (not run: out of memory by "
+                 "implication; or recorded before records named their GPU without a meter: fit tests, early OOMs).")
     return lines
 
 

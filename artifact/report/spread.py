@@ -17,7 +17,8 @@ RUN_GAP_S = 120.0
 
 
 def _gpu(r: dict) -> str | None:
-    """The GPU a cell ran on: its NVML UUID, or for an unmetered cell (a fit test) its CUDA_VISIBLE_DEVICES."""
+    """The GPU a cell ran on: its NVML UUID, or for an unmetered cell recorded before records named their GPU
+    whatever the meter (a fit test) its CUDA_VISIBLE_DEVICES."""
     if r.get("gpu_uuid"):
         return r["gpu_uuid"]
     return f"CUDA_VISIBLE_DEVICES={r['cuda_visible_devices']}" if r.get("cuda_visible_devices") else None
