@@ -33,6 +33,7 @@ GPTQ_KERNELS = ("marlin", "exllama_v2", "triton", "torch", "auto")
 DTYPES = ("float32", "float16", "bfloat16", "auto")
 WORKLOAD_FORMATS = ("text", "json-input")
 METERS = ("auto", "ina3221", "jtop", "nvml", "rapl", "none")
+DESIGNS = ("rounds", "back-to-back")
 EXPECTABLE = ("cpu_cores_online", "cpu_max_khz", "gpu_max_hz", "emc_max_hz")
 
 
@@ -161,6 +162,10 @@ class RunConfig:
     min_seconds: float = 5.0
     max_reps: int = 100
     seed: int = 0
+    design: str = "rounds"              # rounds (randomized interleaved visits, artifact.rounds) | back-to-back
+    rounds: int = 3                     # rounds design: visits per cell (not identity: more rounds add to a cell)
+    warmup_tokens: Optional[int] = 16   # rounds design: tokens each visit's warm-up generates (null: the full output)
+    canary_seconds: float = 1.0         # rounds design: each drift probe's length (0: no canary)
     force: bool = False
     batch_ladder: bool = False          # a batch that runs out of memory implies OOM for the larger batches
     cells: Optional[str] = None         # a launcher job's cells, 'k=v k=v;k=v k=v' (written by artifact.launch)
@@ -284,6 +289,10 @@ def validate(cfg: DictConfig) -> None:
     for knob, low in (("warmup", 0), ("min_reps", 1), ("max_reps", 1), ("seed", 0)):
         if cfg[knob] < low:
             raise BadInput(f"{knob}={cfg[knob]} is not allowed; use an integer >= {low}")
+    _one_of("design", cfg.design, DESIGNS)
+    if cfg.rounds < 1 or cfg.canary_seconds < 0 or (cfg.warmup_tokens is not None and cfg.warmup_tokens < 1):
+        raise BadInput(f"rounds={cfg.rounds}, canary_seconds={cfg.canary_seconds}, warmup_tokens={cfg.warmup_tokens}: "
+                       f"need rounds >= 1, canary_seconds >= 0, warmup_tokens null or >= 1")
     if cfg.max_reps < cfg.min_reps:
         raise BadInput(f"max_reps={cfg.max_reps} is below min_reps={cfg.min_reps}; raise max_reps")
     if cfg.min_seconds < 0:
@@ -376,10 +385,21 @@ EMBEDDED_MODEL = "smollm2-135m"  # the model whose tokenizer stands in for synth
 
 @dataclass(frozen=True)
 class Repetitions:
+    """What one visit of a cell does (back-to-back: the cell's only visit; rounds: one visit per round)."""
     warmup: int             # untimed generations first
     min_reps: int           # timed repetitions: at least this many ...
     min_seconds: float      # ... and at least this long in total
     max_reps: int           # and never more than this
+
+
+@dataclass(frozen=True)
+class Design:
+    """How a cell's visits are spread: `rounds` visits, each in a round that visits every cell of the load group once
+    in a fresh seeded order (artifact.rounds); or `back-to-back`, one visit, the cells one after another."""
+    name: str                       # rounds | back-to-back
+    rounds: int                     # visits per cell (rounds design)
+    warmup_tokens: Optional[int]    # each visit's warm-up length in new tokens (None: full)
+    canary_seconds: float           # each drift probe's length (0: none)
 
 
 @dataclass(frozen=True)
@@ -405,6 +425,7 @@ class Cell:
     in_len: int                         # prompt tokens
     out_len: int                        # generated tokens
     repetitions: Repetitions
+    design: Design
     seed: int
     study: str
     force: bool
@@ -442,6 +463,7 @@ def resolve(cfg: DictConfig) -> Cell:
         hardware=hardware_class(device),
         batch_size=cfg.batch_size, seq_len=cfg.seq_len, in_len=in_len, out_len=out_len,
         repetitions=Repetitions(cfg.warmup, cfg.min_reps, cfg.min_seconds, cfg.max_reps),
+        design=Design(cfg.design, cfg.rounds, cfg.warmup_tokens, cfg.canary_seconds),
         seed=cfg.seed, study=cfg.study, force=cfg.force, batch_ladder=cfg.batch_ladder,
         models_dir=Path(os.path.expanduser(str(cfg.models_dir))),
         data_dir=Path(os.path.expanduser(str(cfg.data_dir))), traces_dir=Path(os.path.expanduser(str(cfg.traces_dir))))

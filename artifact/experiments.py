@@ -76,6 +76,24 @@ def plan(name: str, profile: str, extra: list[str] | tuple = ()) -> Plan:
     return Plan(name, exp["study"], profile, overrides, cells, settings=settings)
 
 
+def passes(p: Plan) -> list[list[str]]:
+    """The sweeps that measure a plan. In the rounds design a sweep over several load groups (models, precisions:
+    artifact.launch.GROUP_KEYS) runs in two passes: the first asks half the rounds (rounded up) in the declared group
+    order, the second all of them with every group key's values reversed, so the groups measured last are measured
+    first. Comparisons across groups pair rounds measured in separate minutes; the reversed pass makes a drift that
+    is linear in time weigh on both sides alike. Otherwise (one group, or back-to-back) one sweep."""
+    from .launch import GROUP_KEYS
+    settings = p.settings or {}
+    swept = [k for k in GROUP_KEYS if isinstance(settings.get(k), list) and len(settings[k]) > 1]
+    if settings.get("design") != "rounds" or not swept:
+        return [p.overrides]
+    head = [f"study={p.study}", f"profile={p.profile}"]
+    rounds = int(settings.get("rounds", 1))
+    first = {**settings, "rounds": (rounds + 1) // 2}
+    second = {**settings, **{k: list(reversed(settings[k])) for k in swept}}
+    return [head + [f"{k}={_value(v)}" for k, v in s.items()] for s in (first, second)]
+
+
 def detect_profile() -> tuple[str, str]:
     """paper on a Jetson, gpu where CUDA is visible, else smoke; with the reason, to be printed."""
     tegra = Path("/etc/nv_tegra_release")

@@ -13,8 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import BadInput, Cell
 
-# What decides the model a process holds (and the power mode it sets): a launcher job per combination.
-GROUP_KEYS = ("power", "model", "quant", "meter", "workload", "ppl", "device", "seed")
+# What decides the model a process holds, and how it measures: a launcher job (a load group) per combination. The
+# other swept keys (batch size, length, workload, power mode, ...) are the group's cells; in the rounds design each
+# round visits all of them, the power modes as blocks (artifact.rounds).
+GROUP_KEYS = ("model", "quant", "meter", "ppl", "device", "seed", "design", "rounds")
 PATH_KEYS = ("traces_dir", "models_dir", "data_dir")
 
 

@@ -13,6 +13,7 @@ import psutil
 import torch
 
 from .schema import Memory, Rep, Summary, Timing, Tokens
+from .stats import p90
 
 
 def synchronize(device: str) -> None:
@@ -45,12 +46,11 @@ class TokenClock:
 
 
 def summary(values: list[float]) -> Summary:
-    """median / mean / std / p90 / min / max / n of repeated measurements."""
+    """median / mean / std / p90 / min / max / n of repeated measurements (p90 only from 64 of them: None below)."""
     v = sorted(values)
     n = len(v)
-    p90 = v[min(n - 1, max(0, int(round(0.9 * (n - 1)))))] if n else float("nan")
     return {"median": statistics.median(v), "mean": statistics.fmean(v),
-            "std": statistics.stdev(v) if n > 1 else None, "p90": p90, "min": v[0], "max": v[-1], "n": n}
+            "std": statistics.stdev(v) if n > 1 else None, "p90": p90(v), "min": v[0], "max": v[-1], "n": n}
 
 
 class MemoryProbe:
@@ -61,8 +61,9 @@ class MemoryProbe:
     reserved bytes besides, after the allocator's cached blocks of earlier cells are released (so that the
     baseline is the weights), and the GPU's used memory as nvidia-smi shows it at the start."""
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, keep_cache: bool = False):
         self.device = device
+        self.keep_cache = keep_cache  # the rounds design: no empty_cache inside a round
         self.process = psutil.Process()
         self._poll: threading.Thread | None = None
         self._stop = threading.Event()
@@ -106,8 +107,9 @@ class MemoryProbe:
             self._poll.start()
         if self.device.startswith("cuda"):
             from .power.nvml import memory_used_bytes
-            gc.collect()
-            torch.cuda.empty_cache()
+            if not self.keep_cache:
+                gc.collect()
+                torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
             self.cuda_alloc_base = torch.cuda.memory_allocated(self.device)
             self.cuda_reserved_base = torch.cuda.memory_reserved(self.device)
@@ -201,20 +203,25 @@ class TimedRun:
 
 
 def run_timed(model, tokenizer, prompts: torch.Tensor, out_len: int, *, warmup: int, min_reps: int,
-              min_seconds: float, max_reps: int, device: str, on_phase=None) -> TimedRun:
+              min_seconds: float, max_reps: int, device: str, on_phase=None, warmup_tokens: int | None = None,
+              keep_cache: bool = False) -> TimedRun:
     """Warm-up generations, then repetitions until min_reps AND min_seconds (capped at max_reps).
 
-    `on_phase(name, t)` is called at every phase edge (for a power sampler's marks)."""
+    `on_phase(name, t)` is called at every phase edge (for a power sampler's marks). `warmup_tokens` makes each
+    warm-up generate that many tokens (a short warm-up at the prompt's shape; None: out_len). `keep_cache`: the
+    memory probe leaves the allocator's cached blocks alone (no empty_cache)."""
     mark = on_phase or (lambda name, t: None)
     prompts = prompts.to(device)
     batch, in_len = prompts.shape
     gen_config = generation_config(model, tokenizer, out_len)
-    memory = MemoryProbe(device)  # over warm-up too: the first generation makes the allocations
+    warm_len = min(out_len, warmup_tokens) if warmup_tokens else out_len
+    warm_config = gen_config if warm_len == out_len else generation_config(model, tokenizer, warm_len)
+    memory = MemoryProbe(device, keep_cache=keep_cache)  # over warm-up too: the first generation makes the allocations
     memory.start()
     warm = []
     mark("warmup", now(device))
     for _ in range(warmup):
-        g = generate_once(model, prompts, out_len, gen_config, device)
+        g = generate_once(model, prompts, warm_len, warm_config, device)
         warm.append(g.end - g.start)
     reps: list[Rep] = []
     timed_s = 0.0
@@ -239,7 +246,7 @@ def run_timed(model, tokenizer, prompts: torch.Tensor, out_len: int, *, warmup: 
                ("latency_s", "ttft_s", "decode_s", "token_throughput_tps", "decode_tps", "per_token_latency_s")}
     # The first generation at a shape pays one-off host-side costs (kernel and heuristic selection for each
     # new shape; on an H100 about 3x a warm one): the warm-up absorbs them, and this ratio shows how much.
-    cold_ratio = warm[0] / metrics["latency_s"]["median"] if warm else None
+    cold_ratio = warm[0] / metrics["latency_s"]["median"] if warm and warm_len == out_len else None
     timing: Timing = {"metrics": metrics, "warmup_latency_s": warm, "cold_start_ratio": cold_ratio,
                       "timed_seconds": timed_s}
     tokens: Tokens = {"batch_size": batch, "in_len": in_len, "out_len": out_len,

@@ -29,6 +29,9 @@ class SweepProgress:
             eta = f", ETA <= {_clock(left * sum(self.measured) / len(self.measured))}"
         return f"[cell {index + 1}/{self.total}, {_clock(elapsed)} elapsed{eta}] {name}"
 
+    def header_elapsed(self) -> str:
+        return f"{_clock(time.monotonic() - self.started)} elapsed"
+
     def cell_done(self, seconds: float, measured: bool) -> None:
         if measured:
             self.measured.append(seconds)

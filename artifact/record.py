@@ -25,11 +25,14 @@ import yaml
 from . import __version__
 from .atomic import atomic_folder
 
-SCHEMA = 1
+SCHEMA = 1            # records of the back-to-back design (result.json without `schema`)
+ROUNDS_SCHEMA = 2     # records of the rounds design: every visit kept (artifact.rounds)
 FINISHED = ("ok", "oom")  # statuses that count as done; an error is retried on the next run
 # Config keys that do not change a result, so they are not part of a cell's identity.
 NOT_IDENTITY = ("study", "profile", "force", "batch_ladder", "traces_dir", "models_dir", "data_dir", "tracking",
-                "device", "cells")
+                "device", "cells", "rounds", "canary_seconds")
+# Knobs of the rounds design: not in a back-to-back cell's identity, so those keep the hashes they had before it.
+ROUNDS_KNOBS = ("design", "warmup_tokens")
 # Power-mode keys that describe rather than set the mode.
 NOT_POWER_IDENTITY = ("dry_run", "clocks")
 
@@ -43,17 +46,21 @@ def cell_identity(config: dict, device: str, hardware: str) -> dict:
     H100 record never stands for an H200 cell of a mixed cluster sharing traces/), and `code`: the package
     version and the record schema number (SCHEMA), so a change of either makes every cell new. Out
     (NOT_IDENTITY): where things are written or read (traces_dir, models_dir, data_dir, tracking), the grouping
-    labels (study, profile), and how a sweep runs (force, batch_ladder, a launcher job's cells). A null
+    labels (study, profile), and how a sweep runs (force, batch_ladder, a launcher job's cells, the number of
+    rounds: a cell holding more rounds than asked is complete, and more rounds add to it, and the canary). The
+    design is in: a rounds cell carries `design` and `warmup_tokens` and record schema ROUNDS_SCHEMA; a
+    back-to-back cell carries neither and schema SCHEMA, as before the rounds design existed. A null
     `quant.gptq` (every non-GPTQ quant) is left out, so that records made before GPTQ existed keep their
     identity. Records are found by the 16-hex-digit sha256 of this dict (`cell_hash`): equal identity, same
     record, never measured twice."""
-    ident = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
+    rounds = config.get("design", "back-to-back") == "rounds"
+    ident = {k: v for k, v in config.items() if k not in NOT_IDENTITY and (rounds or k not in ROUNDS_KNOBS)}
     ident["power"] = {k: v for k, v in ident["power"].items() if k not in NOT_POWER_IDENTITY}
     if ident["quant"].get("gptq", "set") is None:
         ident["quant"] = {k: v for k, v in ident["quant"].items() if k != "gptq"}
     ident["device_kind"] = device.split(":")[0]
     ident["hardware"] = hardware
-    ident["code"] = {"package": __version__, "record_schema": SCHEMA}
+    ident["code"] = {"package": __version__, "record_schema": ROUNDS_SCHEMA if rounds else SCHEMA}
     return ident
 
 
@@ -93,19 +100,20 @@ class CellStore:
     def path(self, cell_hash: str) -> Path:
         return self.root / cell_hash
 
-    def finished(self, cell_hash: str) -> dict | None:
-        """The result of a finished record (status ok or oom), else None."""
-        return _finished_at(self.path(cell_hash) / "result.json")
+    def finished(self, cell_hash: str, rounds: int = 0) -> dict | None:
+        """The result of a finished record (status ok or oom; a record of the rounds design with at least `rounds`
+        rounds), else None."""
+        return _finished_at(self.path(cell_hash) / "result.json", rounds)
 
     def recorded(self, cell_hash: str) -> dict | None:
         """The result of the cell's record whatever its status (an error too), else None."""
         return _result_at(self.path(cell_hash) / "result.json")
 
-    def twin(self, cell_hash: str) -> Path | None:
+    def twin(self, cell_hash: str, rounds: int = 0) -> Path | None:
         """A finished record of the same cell in another study of this traces folder: the same identity is the
         same measurement (a batch sweep's bs 32 is the precision sweep's fp16 cell), so it is reused, not re-run."""
         for other in sorted(self.root.parent.glob(f"*/{cell_hash}/result.json")):
-            if other.parent.parent != self.root and _finished_at(other) is not None:
+            if other.parent.parent != self.root and _finished_at(other, rounds) is not None:
                 return other.parent
         return None
 
@@ -147,7 +155,7 @@ class CellStore:
                 stale, dead_owner = self._stale(lock)
                 if not stale:
                     return False
-                if dead_owner is not None and self.finished(cell_hash) is None:
+                if dead_owner is not None and dead_owner.get("visiting", True) and self.finished(cell_hash) is None:
                     with open(self._died_path(cell_hash), "a") as f:
                         f.write(json.dumps({**dead_owner, "found": time.time()}) + "\n")
                 lock.unlink(missing_ok=True)
@@ -171,6 +179,25 @@ class CellStore:
             return True, None
         dead = not psutil.pid_exists(owner.get("pid", -1))
         return dead, owner if dead else None
+
+    def mark_visiting(self, cell_hash: str, visiting: bool) -> None:
+        """Say in this process's lock whether the cell is being measured now. A process of the rounds design holds
+        the locks of its whole load group but measures one cell at a time: a death is noted (`deaths`) only for the
+        cell it was visiting. A lock without the mark (the back-to-back design) counts as visiting."""
+        lock = self._lock_path(cell_hash)
+        owner = json.loads(lock.read_text())
+        tmp = lock.with_name(lock.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**owner, "visiting": visiting}))
+        os.replace(tmp, lock)
+
+    def rows(self, cell_hash: str) -> tuple[list[dict], dict[str, list[dict]]]:
+        """reps.csv's rows and the further tables (power.csv, marks.csv) of the cell's record, as written (strings):
+        a resumed rounds cell adds its new visits to them."""
+        folder, tables = self.path(cell_hash), {}
+        for f in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
+            with open(f, newline="") as fh:
+                tables[f.name] = list(csv.DictReader(fh))
+        return tables.pop("reps.csv", []), tables
 
     def unlock(self, cell_hash: str) -> None:
         """Release the cell's lock if this process holds it (a child it handed the cell to may have died
@@ -239,10 +266,15 @@ def _result_at(result: Path) -> dict | None:
         return None
 
 
-def _finished_at(result: Path) -> dict | None:
-    """The result in this result.json if its status is finished (ok or oom), else None."""
+def _finished_at(result: Path, rounds: int = 0) -> dict | None:
+    """The result in this result.json if its status is finished (ok or oom; in the rounds design, ok with at least
+    `rounds` rounds), else None."""
     data = _result_at(result)
-    return data if data is not None and data.get("status") in FINISHED else None
+    if data is None or data.get("status") not in FINISHED:
+        return None
+    if data["status"] == "ok" and (data.get("rounds") or {}).get("done", rounds) < rounds:
+        return None
+    return data
 
 
 def _finite(obj):

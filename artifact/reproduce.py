@@ -45,7 +45,19 @@ def run_experiment(p: experiments.Plan, traces_dir: Path) -> int:
     if p.skip:
         print(f"  skipped in profile {p.profile}: {p.skip}", flush=True)
         return 0
-    cmd = [sys.executable, "-m", "artifact.run", "-m", *p.overrides, f"traces_dir={traces_dir}"]
+    sweeps = experiments.passes(p)
+    for n, overrides in enumerate(sweeps):
+        if len(sweeps) > 1:
+            print(f"  pass {n + 1} of {len(sweeps)}" + (" (the load groups in reversed order)" if n else ""),
+                  flush=True)
+        rc = _sweep([sys.executable, "-m", "artifact.run", "-m", *overrides, f"traces_dir={traces_dir}"], p, traces_dir)
+        if rc not in (0, 1):  # bad input or a stop: the second pass would fail the same way
+            return rc
+    return rc
+
+
+def _sweep(cmd: list[str], p: experiments.Plan, traces_dir: Path) -> int:
+    """One sweep, run again while its process died holding a cell."""
     for _ in range(p.cells + 1):  # the first run, then at most one rerun per cell
         rc = subprocess.call(cmd)
         died = settle_dead_locks(traces_dir, p.study)

@@ -4,47 +4,31 @@ Bad input: one line on stderr, exit 2, no record. A cell that fails while measur
 status error (oom for out-of-memory) and a sweep goes on; the exit code is 1 if any cell failed."""
 from __future__ import annotations
 
-import contextlib
-import errno
-import json
 import math
 import os
 import signal
 import sys
-import tempfile
 import time
-import traceback
-import uuid
 import warnings
 from pathlib import Path
 
 import hydra
 import psutil
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from . import disk, isolation, launch, models, roofline, timing, tracking
+from . import canary, cells, disk, isolation, launch, models, rounds, timing, tracking
 from .config import BadInput, Cell, compose, one_line, overrides_from_params, register, resolve, to_container
-from .measure import TimedRun, TokenCountError, run_timed
-from .perplexity import perplexity
-from .power import NoMeter, Sampler, idle_power, nvml, summarize
-from .power.energy import MIN_WINDOW_PERIODS
-from .progress import LiveLine
 from .record import CellStore, cell_hash, run_name
-from .schema import Perplexity, Power, Rep, Result
+from .schema import Result
 from .session import Session
-from .tracking import log_record
-from .workload import build_prompts, corpus_text, text_ids
+from .visit import describe, implied_oom, measure_cell
+from .workload import corpus_text
 
 register()
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-
-def is_oom(e: BaseException) -> bool:
-    return isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(e).lower()
 
 
 def check_inputs(cfg: DictConfig, session: Session) -> Cell:
@@ -61,137 +45,6 @@ def check_inputs(cfg: DictConfig, session: Session) -> Cell:
     return cell
 
 
-def _timed_run(cell: Cell, session: Session, loaded: models.Loaded, prompts: torch.Tensor,
-               live: LiveLine) -> tuple[TimedRun, Power | None, dict]:
-    """The timed generations, with the meter sampling through them where there is one. Returns the run, the
-    power section (None without a sensor) and the power trace tables."""
-    meter = session.meter(cell.meter, cell.device)
-    reps = cell.repetitions
-    sampler, min_seconds = None, reps.min_seconds
-    if not isinstance(meter, NoMeter):
-        idle = idle_power(meter, cell.meter, cell.power.name, measured=session.idle)
-        sampler = Sampler(meter, cell.meter.rate_hz).start()
-        live.sampler = sampler
-        min_seconds = max(min_seconds, MIN_WINDOW_PERIODS * sampler.period_s)  # enough samples and counter ticks
-    try:
-        run = run_timed(loaded.model, loaded.tokenizer, prompts, cell.out_len, warmup=reps.warmup,
-                        min_reps=reps.min_reps, min_seconds=min_seconds, max_reps=reps.max_reps,
-                        device=cell.device, on_phase=sampler.mark if sampler else None)
-    finally:
-        if sampler:
-            sampler.stop()
-    if sampler is None:
-        return run, None, {}
-    power = summarize(sampler, run.reps, idle, cell.meter, run.tokens)
-    power["min_window_s"] = min_seconds
-    return run, power, {"power.csv": sampler.trace_rows(), "marks.csv": sampler.mark_rows()}
-
-
-def _perplexity(cell: Cell, session: Session, loaded: models.Loaded) -> Perplexity:
-    """The cell's perplexity section, computed once per model, quant, method and device in a process."""
-    if cell.ppl_corpus is None:
-        return {"status": "not measured",
-                "reason": "synthetic weights" if cell.model.weights == "synthetic" else "ppl=off"}
-    key = json.dumps([to_container(cell.model), to_container(cell.quant), to_container(cell.ppl), cell.device])
-    if key in session.perplexities:
-        return {**session.perplexities[key], "computed_in": "an earlier cell"}
-    text = corpus_text(cell.data_dir, cell.ppl_corpus)
-    ids = text_ids(loaded.tokenizer, text, cell.ppl_corpus.name, session.token_ids, n_tokens=cell.ppl.max_tokens)
-    session.perplexities[key] = perplexity(loaded.model, loaded.tokenizer, ids, cell.ppl, cell.device)
-    return {**session.perplexities[key], "computed_in": "this cell"}
-
-
-def measure_cell(cell: Cell, session: Session, cell_hash: str) -> tuple[Result, list[Rep], dict]:
-    """Load, build prompts, time (sampling power), score. Returns the result (its sections composed in the
-    order result.json keeps them), the per-repetition rows and the power trace tables."""
-    result: Result = {"cell_hash": cell_hash, "record_id": uuid.uuid4().hex, "status": "ok", "message": "",
-                      "device": cell.device, "hardware": cell.hardware,
-                      "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                      "gpu_uuid": nvml.cuda_uuid(cell.device) if cell.device.startswith("cuda") else None,
-                      "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                      "tokens": {"in_len": cell.in_len, "out_len": cell.out_len, "seq_len": cell.seq_len}}
-    reps: list[Rep] = []
-    tables: dict = {}
-    meter = session.meter(cell.meter, cell.device)
-    result["power"] = {"status": "no sensor", "reason": getattr(meter, "reason", "")}
-    cell_start = time.perf_counter()
-    live = LiveLine().start()
-    try:
-        loaded, reused = session.model(cell)
-        result["model"] = {**loaded.info, "reused_from_previous_cell": reused}
-        if loaded.prepared:  # how the checkpoint under models/ was made (conversion, GPTQ calibration)
-            result["prepared"] = loaded.prepared
-        prompts, result["prompts"] = build_prompts(loaded.tokenizer, cell.data_dir, cell.workload, cell.batch_size,
-                                                   cell.in_len, token_cache=session.token_ids)
-        run, power, tables = _timed_run(cell, session, loaded, prompts, live)
-        reps = run.reps
-        if power is not None:
-            result["power"] = power
-        result["metrics"] = run.timing["metrics"]
-        result["memory"] = run.memory
-        result["tokens"] = {**result["tokens"], **run.tokens}
-        result["warmup_latency_s"] = run.timing["warmup_latency_s"]
-        result["cold_start_ratio"] = run.timing["cold_start_ratio"]
-        result["timed_seconds"] = run.timing["timed_seconds"]
-        result["perplexity"] = _perplexity(cell, session, loaded)
-        result["device_peaks"] = session.device_peaks(cell, roofline.compute_dtype(result))
-    except BadInput:
-        raise
-    except Exception as e:  # a result, not a crash: recorded, and a sweep goes on
-        result["status"] = "oom" if is_oom(e) else "error"
-        result["message"] = f"{type(e).__name__}: {e}"
-        if not isinstance(e, TokenCountError) and result["status"] == "error":
-            result["traceback"] = traceback.format_exc(limit=8)
-        if result["status"] == "oom":
-            session.release_model()
-    finally:
-        live.stop()
-    result["cell_seconds"] = round(time.perf_counter() - cell_start, 3)
-    result["provenance"] = session.provenance()
-    return result, reps, tables
-
-
-def describe(result: Result) -> str:
-    """One readable line per cell, llama-bench style (median ± std)."""
-    if result["status"] != "ok":
-        return f"[{result['status']}] {result['message']}"
-    metrics, memory = result["metrics"], result["memory"]
-    latency, throughput = metrics["latency_s"], metrics["token_throughput_tps"]
-
-    def spread(s: dict, digits: int) -> str:  # one repetition has no spread
-        return f" ± {s['std']:.{digits}f}" if s["std"] is not None else " (1 rep)"
-
-    parts = [f"latency {latency['median']:.3f}{spread(latency, 3)} s",
-             f"T_P {throughput['median']:.1f}{spread(throughput, 1)} tok/s",
-             f"TTFT {metrics['ttft_s']['median'] * 1000:.0f} ms",
-             f"decode {metrics['decode_tps']['median']:.1f} tok/s",
-             f"mem +{memory['incremental_peak_bytes'] / 2**20:.0f} MiB"]
-    ppl = result.get("perplexity", {})
-    if "perplexity" in ppl:
-        parts.append(f"ppl {ppl['perplexity']:.2f}")
-    power = result.get("power", {})
-    if power.get("status") == "ok":
-        parts.append(f"power {power['timed']['power_w']['median']:.1f} W (median)  "
-                     f"energy {power['energy']['timed_j']:.1f} J")
-    elif power.get("status"):
-        parts.append(f"power: {power['status']}")
-    parts.append(f"[{latency['n']} reps, cell {result['cell_seconds']:.1f} s]")
-    return "  ".join(parts)
-
-
-def implied_oom(cell: Cell, session: Session, key: str, smaller: tuple[int, str]) -> Result:
-    """The record of a cell not run because a smaller batch of its ladder ran out of memory (batch_ladder):
-    status oom, labelled by `implied_by` and the message, with no measurement."""
-    batch, by = smaller
-    return {"cell_hash": key, "record_id": uuid.uuid4().hex, "status": "oom",
-            "message": f"not run: batch_size={batch} ran out of memory with the same settings (record {by}), "
-                       f"so batch_size={cell.batch_size} cannot fit (batch_ladder=true)",
-            "device": cell.device, "hardware": cell.hardware, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "tokens": {"in_len": cell.in_len, "out_len": cell.out_len, "seq_len": cell.seq_len},
-            "implied_by": by, "cell_seconds": 0.0, "provenance": session.provenance(),
-            "power_mode": {"name": cell.power.name, "status": "not set (not run)"}}
-
-
 def run_cell(cell: Cell, session: Session) -> tuple[str, bool]:
     """Measure the cell unless a finished record exists. Returns its status and whether it was measured.
     The cell's lock (the file beside its record, and the database lock where tracking.lock_db is set) is held
@@ -202,81 +55,36 @@ def run_cell(cell: Cell, session: Session) -> tuple[str, bool]:
     done = None if cell.force else store.finished(key)
     if done is not None:
         print(f"{name}: done already ({store.path(key)}), skipped; force=true re-runs it", flush=True)
-        with _cell_lock(store, session, cell, key) as locked:
+        with cells.cell_lock(store, session, cell, key) as locked:
             if locked:  # backfills MLflow if a crash came between record and log; else its writer logs it
-                _log(cell, store.path(key), done)
+                cells.log_to_mlflow(cell, store.path(key), done)
         return done["status"], False
-    with _cell_lock(store, session, cell, key) as locked:
+    with cells.cell_lock(store, session, cell, key) as locked:
         if not locked:
             print(f"{name}: another process is measuring it ({store.path(key)}), skipped", flush=True)
             return "busy", False
         done = None if cell.force else store.finished(key)
         if done is not None:  # finished by another worker between the first look and the lock
             print(f"{name}: done already ({store.path(key)}), skipped; force=true re-runs it", flush=True)
-            _log(cell, store.path(key), done)
+            cells.log_to_mlflow(cell, store.path(key), done)
             return done["status"], False
         twin = None if cell.force else store.twin(key)
         if twin is not None:
             result = store.adopt(key, twin, cell.config)
             print(f"{name}: the same cell was measured in study {twin.parent.name} ({twin}); its record is reused "
                   f"-> {store.path(key)}", flush=True)
-            _log(cell, store.path(key), result)
+            cells.log_to_mlflow(cell, store.path(key), result)
             return result["status"], False
         deaths = store.deaths(key)
         if deaths and not isolation.is_child_for(key):
-            return _measure_in_child(cell, session, store, key, deaths)
+            return cells.measure_in_child(cell, session, store, key, deaths)
         try:
             result, path = _measure_and_write(cell, session, store, key)
         finally:
             models.release()  # the allocator's cached blocks: between cells the GPU holds the weights alone
         print(f"{name}: {describe(result)} -> {path}", flush=True)
-        _log(cell, path, result)
+        cells.log_to_mlflow(cell, path, result)
     return result["status"], True
-
-
-@contextlib.contextmanager
-def _cell_lock(store: CellStore, session: Session, cell: Cell, key: str):
-    """Yields whether this process holds the cell: the file lock, then the database lock if one is set."""
-    db = session.db_locks(cell.tracking.lock_db)
-    got = store.try_lock(key)
-    if got and db is not None and not db.try_lock(key):
-        store.unlock(key)
-        got = False
-    try:
-        yield got
-    finally:
-        if got:
-            if db is not None:
-                db.unlock(key)
-            store.unlock(key)
-
-
-def _measure_in_child(cell: Cell, session: Session, store: CellStore, key: str,
-                      deaths: list[dict]) -> tuple[str, bool]:
-    """A cell whose process died before (artifact.isolation), measured in a child process that gets the device
-    (this process drops its model) and the file lock (handed over; the database lock stays here). The child
-    writes and logs its record; if it dies too, this process records status error and the sweep goes on."""
-    name = run_name(cell.config)
-    print(f"{name}: {isolation.describe_death(deaths[-1])}; measuring it in a child process", flush=True)
-    session.release_model()
-    before = (store.recorded(key) or {}).get("record_id")
-    with tempfile.TemporaryDirectory(prefix="artifact-cell-") as tmp:
-        params = Path(tmp) / "cell.yaml"
-        params.write_text(json.dumps(cell.config, default=str))  # JSON is YAML
-        store.unlock(key)
-        returncode, tail = isolation.run_child(isolation.child_command(cell, str(params)), key)
-    after = store.recorded(key)
-    if after is not None and after.get("record_id") != before:  # the child wrote its record
-        return after["status"], True
-    if returncode == 0 or not store.try_lock(key):  # the child found the cell busy, or another process took it
-        print(f"{name}: another process is measuring it ({store.path(key)}), skipped", flush=True)
-        return "busy", False
-    result = isolation.died_result(cell, key, returncode, tail, deaths=store.deaths(key),
-                                  provenance=session.provenance())
-    path = store.write(key, cell.config, result, [])
-    print(f"{name}: {describe(result)} -> {path}", flush=True)
-    _log(cell, path, result)
-    return "error", True
 
 
 def _measure_and_write(cell: Cell, session: Session, store: CellStore, key: str) -> tuple[Result, Path]:
@@ -293,32 +101,7 @@ def _measure_and_write(cell: Cell, session: Session, store: CellStore, key: str)
         session.traces_dir = cell.traces_dir
         if result["status"] == "oom":
             session.note_oom(cell.config, cell.device, cell.hardware, key)
-    return result, _write(store, key, cell, result, (reps, tables))
-
-
-def _write(store: CellStore, key: str, cell: Cell, result: Result, rows: tuple[list, dict]) -> Path:
-    """The record, written atomically; a full disk stops the sweep with one line (exit 1), the finished records
-    standing and nothing half-written."""
-    reps, tables = rows
-    try:
-        return store.write(key, cell.config, result, reps, tables)
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        print(f"error: no space left on the device holding {store.path(key)} while writing its record "
-              f"({e.strerror}); nothing of it was written, the finished records stand: free space and run the same "
-              f"command again to resume", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
-
-
-def _log(cell: Cell, path: Path, result: Result) -> None:
-    if not cell.tracking.enabled:
-        return
-    try:
-        log_record(cell.tracking.uri, cell.study, path, cell.config, result)
-    except Exception as e:  # the record on disk stands; the next run of this cell logs it
-        print(f"warning: MLflow logging to {cell.tracking.uri} failed ({type(e).__name__}: {e}); "
-              f"the record is on disk and will be logged on the next run", file=sys.stderr)
+    return result, cells.write_record(store, key, cell, result, (reps, tables))
 
 
 def run_job(cfg: DictConfig, session: Session) -> None:
@@ -333,10 +116,12 @@ def run_job(cfg: DictConfig, session: Session) -> None:
         return
     failed_before = len(session.failed)
     try:
-        cells = launch.cell_configs(cfg)
+        configs = launch.cell_configs(cfg)
         if not launch.in_driver_process():
-            session.progress.total = len(cells)
-        for i, cell_cfg in enumerate(cells):
+            session.progress.total = len(configs)
+        if cfg.design == "rounds":
+            _run_rounds(configs, session)
+        for i, cell_cfg in enumerate(configs if cfg.design != "rounds" else []):
             _run_one(cell_cfg, session, i if cfg.get("cells") else None)
     except BadInput as e:  # a bad `cells` entry
         print(f"error: {e}", file=sys.stderr, flush=True)
@@ -346,6 +131,25 @@ def run_job(cfg: DictConfig, session: Session) -> None:
         if len(session.failed) > failed_before:
             failed = session.failed[failed_before:]
             raise launch.CellsFailed(f"{len(failed)} cell(s) failed: {', '.join(failed)}")
+
+
+def _run_rounds(configs: list[DictConfig], session: Session) -> None:
+    """The job's cells (one load group: artifact.launch) measured in rounds (artifact.rounds)."""
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    group = []
+    for cfg in configs:
+        try:
+            group.append(check_inputs(cfg, session))
+        except BadInput as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            if not multirun:
+                sys.exit(2)
+            session.failed.append(f"bad input: {e}")
+    if group:
+        first = group[0]
+        print(f"[load group {first.model.name}/{first.quant.name} on {first.device}: {len(group)} cell(s), "
+              f"{first.design.rounds} round(s), {session.progress.header_elapsed()}]", flush=True)
+        rounds.run_group(group, session)
 
 
 def _run_one(cfg: DictConfig, session: Session, num: int | None) -> None:
@@ -397,13 +201,14 @@ def preflight(args: list[str], session: Session) -> list[str]:
         sys.exit(2)
     session.progress.total = total
     launcher = launch.launcher_of(args)
-    if launcher == "basic":
-        return sweep_order(args)
+    flags = [a for a in args if a.startswith("-") or a.lstrip("+~").startswith("hydra")]
+    if launcher == "basic":  # the rounds design: one job per load group, its cells measured in rounds
+        rounds_design = any(c.design.name == "rounds" for c in cells)
+        return sweep_order(flags + launch.group_jobs(lines, choices) if rounds_design else args)
     if cells[0].tracking.enabled:  # created once here: workers creating a store or an experiment at once race
         uri = launch.absolute_uri(cells[0].tracking.uri)
         tracking.experiment_id(tracking.client(uri), uri, cells[0].study)
     launch.driver_environment(launcher)
-    flags = [a for a in args if a.startswith("-") or a.lstrip("+~").startswith("hydra")]
     jobs = launch.group_jobs(lines, choices)
     return sweep_order(flags + launch.replace_overrides(jobs, launch.driver_overrides(cells[0])))
 
@@ -469,6 +274,8 @@ def cli() -> None:
         wall = time.time() - psutil.Process().create_time()
         print(timing.render(timing.summarize(session.results, wall)), flush=True)
         timing.log_sweep(session.traces_dir, started, wall, session.results)
+    if session.canary_points:
+        print(canary.spread_line(session.canary_points), flush=True)
     if session.failed:
         print(f"{len(session.failed)} cell(s) failed: {', '.join(session.failed)}", file=sys.stderr)
         sys.exit(1)

@@ -44,6 +44,7 @@ class Session:
         self.locks: dict[str, AdvisoryLocks] = {}           # tracking.lock_db -> its connections
         self.peaks: dict[tuple[str, str], dict] = {}        # (device, dtype) -> probed roofline peaks
         self.progress = SweepProgress(total_cells)
+        self.canary_points: list[dict] = []                 # the drift canary's points measured here (rounds design)
 
     def __reduce__(self):
         """A session belongs to its process: shipped to a launcher's worker (pickled), it arrives empty."""

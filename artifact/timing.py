@@ -14,7 +14,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-PARTS = [("timed", "timed windows"), ("warmup", "warm-ups"), ("load", "model loads"),
+PARTS = [("timed", "timed windows"), ("warmup", "warm-ups"), ("canary", "drift canaries (rounds design)"),
+         ("load", "model loads"),
          ("build", "checkpoint builds"), ("perplexity", "perplexity"), ("idle", "idle-power windows"),
          ("cells_other", "rest of the cells (prompts, memory probe, record)"),
          ("process", "process overhead (start, imports, preflight)"), ("dvc", "DVC and report overhead")]
@@ -26,6 +27,7 @@ def cell_parts(result: dict) -> dict[str, float]:
     model, ppl = result.get("model") or {}, result.get("perplexity") or {}
     idle = (result.get("power") or {}).get("idle") or {}
     parts = {"timed": result.get("timed_seconds") or 0.0, "warmup": sum(result.get("warmup_latency_s") or []),
+             "canary": result.get("canary_seconds") or 0.0,
              "load": 0.0 if model.get("reused_from_previous_cell") else model.get("load_seconds") or 0.0,
              "build": 0.0 if model.get("reused_from_previous_cell") else model.get("prepare_seconds") or 0.0,
              "perplexity": (ppl.get("seconds") or 0.0) if ppl.get("computed_in", "this cell") == "this cell" else 0.0,

@@ -2,7 +2,8 @@
 fresh clone rebuilds every figure, table and claim without hardware and without a DVC remote.
 
 It holds traces/<study>/<cell_hash>/ of each reported cell: config.yaml, result.json, reps.csv and, with a meter,
-power.csv and marks.csv (no weights). It is written deterministically (sorted members, no times, no owners), so
+power.csv and marks.csv (no weights), and each study's drift canary log (canary.jsonl). It is written
+deterministically (sorted members, no times, no owners), so
 the same records give the same bytes."""
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 NAME = "records.tar.xz"
+CANARY = "canary.jsonl"  # traces/<study>/canary.jsonl: the drift canary of the rounds design, archived with the records
 
 
 def write(traces_dir: Path, records: list[str], path: Path) -> Path:
@@ -18,11 +20,14 @@ def write(traces_dir: Path, records: list[str], path: Path) -> Path:
     `traces_dir`, atomically."""
     files = sorted(f for rec in records for f in (traces_dir / Path(rec).relative_to("traces")).iterdir()
                    if f.is_file())
+    studies = sorted({Path(rec).parent.name for rec in records})
+    logs = [traces_dir / study / CANARY for study in studies if (traces_dir / study / CANARY).is_file()]
     tmp = path.with_name(path.name + ".tmp")
     with tarfile.open(tmp, "w:xz", format=tarfile.USTAR_FORMAT, preset=9) as tar:
-        for f in files:
+        for f in logs + files:
             data = f.read_bytes()
-            info = tarfile.TarInfo(f"traces/{f.parent.parent.name}/{f.parent.name}/{f.name}")
+            inside = f.parent.name if f.name == CANARY else f"{f.parent.parent.name}/{f.parent.name}"
+            info = tarfile.TarInfo(f"traces/{inside}/{f.name}")
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))
     tmp.replace(path)

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .. import experiments, tracking
+from .. import canary, experiments, tracking
 from ..config import CONF_DIR
 from . import archive, claims, figures, results, spread, tables
 
@@ -56,8 +56,23 @@ def not_measured(plan: experiments.Plan, rows: list[dict]) -> list[str]:
             if tuple(map(str, combo)) not in have]
 
 
-def build_outputs(rows: list[dict], out: Path) -> list[str]:
-    """Every figure and table; returns index lines (what was built, or why not)."""
+def error_bars(rows: list[dict]) -> str:
+    """What a figure's error bars are, per design among its rows."""
+    parts = []
+    rounds = sorted({r["interval"] for r in rows if r["design"] == "rounds" and r["status"] == "ok" and r["interval"]})
+    if rounds:
+        parts.append("rounds design: medians over rounds, error bars the interval of the median ("
+                     + "; ".join(rounds) + ")")
+    if any(r["design"] != "rounds" for r in rows):
+        parts.append("back-to-back repetitions: medians, error bars one standard deviation of the repetitions inside "
+                     "one visit (not the spread a re-run sees)")
+    return "; ".join(parts)
+
+
+def build_outputs(rows: list[dict], out: Path, rounds: tuple[list[dict], list[dict]] = ([], [])) -> list[str]:
+    """Every figure and table, and for an experiment measured in rounds its drift figure (each visit and canary point
+    against wall-clock time); returns index lines (what was built, or why not)."""
+    round_rows, points = rounds
     fig_dir, tab_dir = out / "figures", out / "tables"
     for d in (fig_dir, tab_dir):
         d.mkdir(parents=True, exist_ok=True)
@@ -75,10 +90,14 @@ def build_outputs(rows: list[dict], out: Path) -> list[str]:
             continue
         cap = caption(rs, skip)
         if what == "figure":
-            cap += "; medians over repetitions, error bars one standard deviation"
-            files = figures.draw(exp, rs, cap, fig_dir)
+            files = figures.draw(exp, rs, f"{cap}; {error_bars(rs)}", fig_dir)
         else:
             files = tables.write(exp, rs, cap, tab_dir)
+        records = {r["record"] for r in rs}
+        visits = [v for v in round_rows if v["record"] in records]
+        if visits:
+            runs = {v["group_run"] for v in visits}
+            files += figures.drift(exp, (rs, visits, [p for p in points if p["group_run"] in runs]), cap, fig_dir)
         missing = [m for plan in plans for m in not_measured(plan, rs)]
         left = f"; not measured yet: {len(missing)} ({', '.join(missing)})" if missing else ""
         index.append(f"- {name} ({what}, {len(rs)} cells{left}): "
@@ -118,7 +137,7 @@ def log_report(out: Path, rows: list[dict], table: list[dict]) -> None:
     exp_id = tracking.experiment_id(mlflow, uri, "report")
     run = mlflow.create_run(exp_id, run_name=f"report {out.name} {time.strftime('%Y-%m-%d %H:%M')}",
                             tags={"profile": out.name})
-    for verdict in (claims.PASS, claims.FAIL, claims.NA):
+    for verdict in claims.VERDICTS:
         mlflow.log_metric(run.info.run_id, f"claims_{verdict.lower().replace(' ', '_')}",
                           sum(t["verdict"] == verdict for t in table))
     mlflow.log_metric(run.info.run_id, "cells", len(rows))
@@ -143,9 +162,10 @@ def profile_rows(profile: str, live: list[dict], traces_dir: Path, out: Path, tm
     rows = [r for r in live if r["profile"] == profile]
     if rows:
         out.mkdir(parents=True, exist_ok=True)
-        source = f"{len(rows)} records under {traces_dir}/"
+        source, records = f"{len(rows)} records under {traces_dir}/", traces_dir
     elif (out / archive.NAME).is_file():
-        rows = experiment_rows(results.collect(archive.unpack(out / archive.NAME, tmp / profile)))
+        records = archive.unpack(out / archive.NAME, tmp / profile)
+        rows = experiment_rows(results.collect(records))
         source = f"{len(rows)} records in {out / archive.NAME}"
     elif (out / "results.csv").is_file():
         return results.read_csv(out / "results.csv"), f"{out / 'results.csv'} (no records)"
@@ -153,7 +173,51 @@ def profile_rows(profile: str, live: list[dict], traces_dir: Path, out: Path, tm
         raise FileNotFoundError(f"no records of profile {profile} under {traces_dir}/ and no {out / archive.NAME}: "
                                 f"run `make reproduce PROFILE={profile}` (measures) or `dvc pull` (fetches them)")
     results.write_csv(rows, out / "results.csv")
+    write_rounds(records, [r["record"] for r in rows], out)
     return results.read_csv(out / "results.csv"), source
+
+
+def write_rounds(traces_dir: Path, records: list[str], out: Path) -> None:
+    """rounds.csv (each rounds-design record's value per round) and canary.csv (the drift canary's points of the
+    load groups that measured them), beside results.csv; neither where every record is back-to-back."""
+    rounds = results.collect_rounds(traces_dir, records)
+    for name in ("rounds.csv", "canary.csv"):
+        (out / name).unlink(missing_ok=True)
+    if not rounds:
+        return
+    results.write_rounds(rounds, out / "rounds.csv")
+    runs = {r["group_run"] for r in rounds}
+    studies = sorted({Path(rec).parent.name for rec in records})
+    points = [p for study in studies for p in canary.read(traces_dir / study / canary.LOG) if p["group_run"] in runs]
+    with open(out / "canary.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CANARY_COLUMNS)
+        w.writeheader()
+        w.writerows({k: p.get(k) for k in CANARY_COLUMNS} for p in sorted(points, key=lambda p: p["t_wall"]))
+
+
+CANARY_COLUMNS = ["group_run", "point", "group", "t_wall", "host_s", "device_s", "host_reps", "device_reps",
+                  "hardware"]
+
+
+def read_canary(out: Path) -> list[dict]:
+    if not (out / "canary.csv").is_file():
+        return []
+    with open(out / "canary.csv", newline="") as f:
+        return [{k: v if k in ("group_run", "group", "hardware") else float(v) for k, v in r.items()}
+                for r in csv.DictReader(f)]
+
+
+def canary_lines(points: list[dict]) -> list[str]:
+    """The drift canary in index.md: its spread, and every round in which a probe moved more than DRIFT_FLAG."""
+    if not points:
+        return []
+    lines = ["", "## Drift canary (rounds design)", "", canary.spread_line(points) + ".", ""]
+    flagged = [m for m in canary.moves(points) if m["flagged"]]
+    if flagged:
+        lines += ["| load group | group run | round | host probe moved | device probe moved |", "|---|---|---|---|---|"]
+        lines += [f"| {m['group']} | {m['group_run']} | {m['round']:.0f} | {m['host']:+.1%} | {m['device']:+.1%} |"
+                  for m in flagged]
+    return lines
 
 
 ENERGY_AGREES = 0.01  # the sampled energy agrees with the GPU's own counter within 1 % (issue 13's evidence)
@@ -202,19 +266,21 @@ def _pci_agreement(rows: list[dict]) -> str:
 def build_profile(rows: list[dict], out: Path, spec: list[dict], check_only: bool) -> list[dict]:
     """One profile's report in out/: results.csv (already written), claims, and unless check_only every figure
     and table, time.md and index.md. Returns the claims table."""
-    table = claims.evaluate(spec, rows)
+    round_rows, points = results.read_rounds(out / "rounds.csv"), read_canary(out)
+    table = claims.evaluate(spec, rows, round_rows)
     cap = caption(rows)
     claims.write(table, out, cap)
     if check_only:
         return table
-    index = build_outputs(rows, out)
+    index = build_outputs(rows, out, (round_rows, points))
     write_time(rows, out)
     archived = (f" Raw records: [{archive.NAME}]({archive.NAME}) (`make replay` rebuilds this folder from them)."
                 if (out / archive.NAME).is_file() else "")
     (out / "index.md").write_text(f"# Profile {out.name}: figures and tables\n\n{cap}.\n\n" + "\n".join(index)
                                   + "\n\nClaims: [claims.md](claims.md). Every number: [results.csv](results.csv). "
                                   f"Where the time went: [time.md](time.md).{archived}\n"
-                                  + "".join(line + "\n" for line in placement(rows) + spread.lines(rows)))
+                                  + "".join(line + "\n" for line in placement(rows) + spread.lines(rows)
+                                            + canary_lines(points)))
     return table
 
 
@@ -238,7 +304,7 @@ def write_index(root: Path) -> Path:
         if (folder / "claims.csv").is_file():
             with open(folder / "claims.csv", newline="") as f:
                 got = [t["verdict"] for t in csv.DictReader(f)]
-            verdicts = ", ".join(f"{got.count(v)} {v}" for v in (claims.PASS, claims.FAIL, claims.NA) if v in got)
+            verdicts = ", ".join(f"{got.count(v)} {v}" for v in claims.VERDICTS if v in got)
         cells = f"{len(rows)} records"
         if folder.name in experiments.PROFILES:  # a declared cell measured on two GPU models is one cell, two records
             plans = [experiments.plan(n, folder.name) for n in experiments.names()]
@@ -283,7 +349,7 @@ def report(traces_dir: Path, root: Path, *, profiles: list[str] | str | None = N
                 archive.write(traces_dir, [r["record"] for r in rows], out / archive.NAME)
             table = build_profile(rows, out, spec, check_only)
             print(f"claims ({out}/claims.md):\n" + claims.render(table), flush=True)
-            counts = {v: sum(t["verdict"] == v for t in table) for v in (claims.PASS, claims.FAIL, claims.NA)}
+            counts = {v: sum(t["verdict"] == v for t in table) for v in claims.VERDICTS}
             print(", ".join(f"{n} {v}" for v, n in counts.items()), flush=True)
             if not check_only and log_mlflow and os.environ.get("ARTIFACT_TRACKING", "1") != "0":
                 try:

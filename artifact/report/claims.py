@@ -1,5 +1,15 @@
-"""The paper's claims (conf/claims.yaml) checked against the results table: PASS, FAIL or NOT APPLICABLE,
-with the measured value beside the paper's. Absolute Orin numbers are checked only on records taken on a
+"""The paper's claims (conf/claims.yaml) checked against the results table: PASS, FAIL, INCONCLUSIVE or NOT
+APPLICABLE, with the measured value beside the paper's.
+
+Cells of the rounds design are compared by ratios paired within a round (artifact.stats): both sides measured
+minutes apart in the same round of one load group, so slow drift cancels. Cells of different load groups (another
+model or precision) were measured in separate minutes: their rounds are paired by number, and the claim says so (the
+profiles run such experiments in two passes, the second in the reversed group order, so a linear drift weighs on
+both sides alike). A verdict is PASS or FAIL only where the interval of the ratios lies wholly beyond the claim's
+practical threshold (`practical`, default PRACTICAL) on one side; otherwise INCONCLUSIVE, with the interval.
+Back-to-back records (before the rounds design) are judged as before, on medians and standard deviations.
+
+Absolute Orin numbers are checked only on records taken on a
 Jetson; trends are checked on any hardware that produced the cells they read.
 
 Each claim's `check.kind` is one function of CLAIM_CHECKS (falls_with, change, greater, less, values,
@@ -14,10 +24,17 @@ from pathlib import Path
 
 import yaml
 
-PASS, FAIL, NA = "PASS", "FAIL", "NOT APPLICABLE"
+from .. import stats
+
+PASS, FAIL, NA, INCONCLUSIVE = "PASS", "FAIL", "NOT APPLICABLE", "INCONCLUSIVE"
+VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE", "NOT APPLICABLE")
+PRACTICAL = 0.02  # a difference of less than 2 % is no practical difference (claims.yaml `practical` overrides)
+# results-table column -> rounds.csv column, for the metrics measured per round
+ROUND_METRIC = {"latency_median_s": "latency_s", "throughput_median_tok_s": "throughput_tok_s",
+                "power_median_w": "power_w", "energy_j": "energy_j", "energy_per_token_j": "energy_per_token_j"}
 # Settings that must be equal for two cells to be compared (all but the one the claim varies).
 MATCH = ("model", "weights", "quant", "workload", "power_mode", "batch_size", "seq_len", "profile", "host_kind",
-         "hardware")
+         "hardware", "design")
 
 
 def load(path: Path) -> list[dict]:
@@ -52,51 +69,110 @@ def _missing(metric: str) -> str:
     return f"{metric} is absent in these cells"
 
 
-def falls_with(c: dict, rows: list[dict]) -> tuple[str, str]:
-    """`metric` falls as `x` grows: in every series of cells equal but for x (MATCH), the value at the largest x
-    is below the value at the smallest by more than one standard deviation of either end (medians alone where
-    no spread was recorded). PASS if every series falls; NOT APPLICABLE with no series of two x values."""
+class Rounds:
+    """The per-round values of the rounds-design records (rounds.csv rows), paired for a claim."""
+
+    def __init__(self, rows: list[dict] | None):
+        self.by_record: dict[str, list[dict]] = {}
+        for r in rows or []:
+            self.by_record.setdefault(r["record"], []).append(r)
+
+    def ratios(self, a: dict, b: dict, metric: str) -> tuple[list[float], str] | None:
+        """a's metric / b's per round, and how they were paired; None where either cell has no rounds of it."""
+        col = ROUND_METRIC.get(metric)
+        if col is None or a.get("design") != "rounds" or b.get("design") != "rounds":
+            return None
+        ra, rb = self.by_record.get(a["record"], []), self.by_record.get(b["record"], [])
+
+        def values(rs: list[dict], key) -> dict:
+            return {key(r): r[col] for r in rs if r.get(col) is not None}
+        slot = lambda r: (r["group_run"], r["group_round"])  # noqa: E731
+        va, vb = values(ra, slot), values(rb, slot)
+        if set(va) & set(vb):
+            return stats.paired_ratios(va, vb), "paired within rounds"
+        number = lambda r: r["round"]  # noqa: E731
+        ratios = stats.paired_ratios(values(ra, number), values(rb, number))
+        return (ratios, "across load groups: rounds paired by number, measured in separate minutes") if ratios else None
+
+
+def _ratio_text(info: dict, how: str, side: str) -> str:
+    iv = info["interval"]
+    where = "" if info["low"] is None else f" [{info['low']:.3f}, {info['high']:.3f}] ({stats.describe_interval(iv)})"
+    return f"ratio {info['median']:.3f}{where}, {info['agree']} of {info['n']} rounds {side}, {how}"
+
+
+def _combine(verdicts: list[str]) -> str:
+    """Every comparison must hold: a FAIL fails the claim, all PASS pass it, anything else is INCONCLUSIVE."""
+    if FAIL in verdicts:
+        return FAIL
+    return PASS if verdicts and all(v == PASS for v in verdicts) else INCONCLUSIVE
+
+
+def falls_with(c: dict, rows: list[dict], rounds: Rounds) -> tuple[str, str]:
+    """`metric` falls as `x` grows: in every series of cells equal but for x (MATCH), from the smallest x to the
+    largest. Rounds design: the ratio largest / smallest paired within rounds, judged on its interval against the
+    practical threshold. Back-to-back records: a fall beyond one standard deviation of either end (medians alone
+    where no spread was recorded). NOT APPLICABLE with no series of two x values."""
     x, metric = c["x"], c["metric"]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["status"] == "ok" and r.get(metric) is not None:
             groups.setdefault(tuple(r[k] for k in MATCH if k != x), []).append(r)
-    out, ok = [], True
+    out, verdicts = [], []
     for rs in groups.values():
         if len({r[x] for r in rs}) < 2:
             continue
         rs = sorted(rs, key=lambda r: r[x])
         first, last = rs[0], rs[-1]
+        name = (f"{_name(first, 'model', 'quant', 'workload')} bs{first['batch_size']}{_on(first, rows)}: "
+                f"{first[metric]:.4g} -> {last[metric]:.4g} ({x} {first[x]} -> {last[x]})")
+        paired = rounds.ratios(last, first, metric)
+        if paired:
+            verdict, info = stats.ratio_verdict(paired[0], "less", c.get("practical", PRACTICAL))
+            verdicts.append(verdict)
+            out.append(f"{name}, {_ratio_text(info, paired[1], 'fall')}: {verdict}")
+            continue
         spread = metric.replace("_median_", "_std_")
+
         def sd(r: dict, spread: str = spread) -> float:  # no spread recorded: medians alone decide
             return r.get(spread) or 0.0
-        ok &= last[metric] + sd(last) < first[metric] - sd(first)  # a fall beyond one std of either end
+        verdicts.append(PASS if last[metric] + sd(last) < first[metric] - sd(first) else FAIL)
         out.append(f"{_name(first, 'model', 'quant', 'workload')} bs{first['batch_size']}{_on(first, rows)}: "
-                   f"{first[metric]:.4g} ± "
-                   f"{sd(first):.2g} -> {last[metric]:.4g} ± {sd(last):.2g} ({x} {first[x]} -> {last[x]})")
+                   f"{first[metric]:.4g} ± {sd(first):.2g} -> {last[metric]:.4g} ± {sd(last):.2g} "
+                   f"({x} {first[x]} -> {last[x]}; back-to-back repetitions)")
     if not out:
         return NA, f"no series with two or more {x} values"
-    return (PASS if ok else FAIL), "; ".join(out)
+    return _combine(verdicts), "; ".join(out)
 
 
-def change(c: dict, rows: list[dict]) -> tuple[str, str]:
+def change(c: dict, rows: list[dict], rounds: Rounds) -> tuple[str, str]:
     """The relative change of each `expect` metric from `vary`=b to `vary`=a (a / b - 1) is within `tolerance`
-    of the paper's, for every pair of cells equal but for `vary`."""
+    of the paper's, for every pair of cells equal but for `vary`. Rounds design: PASS where the interval of the
+    paired change lies within the tolerance, FAIL where it lies wholly outside, else INCONCLUSIVE."""
     pairs = _pairs(rows, c["vary"], c["a"], c["b"])
     if not pairs:
         return NA, f"no pair of cells {c['vary']}={c['a']} / {c['b']} measured alike"
-    out, ok = [], True
+    out, verdicts = [], []
     for ra, rb in pairs:
         for metric, expect in c["expect"].items():
             if ra.get(metric) is None or rb.get(metric) is None:
                 return NA, _missing(metric)
             rel = ra[metric] / rb[metric] - 1
-            ok &= abs(rel - expect) <= c["tolerance"]
+            low, high = expect - c["tolerance"], expect + c["tolerance"]
+            paired = rounds.ratios(ra, rb, metric)
+            if paired and len(paired[0]) > 1:
+                iv = stats.interval([q - 1 for q in paired[0]])
+                verdicts.append(PASS if low <= iv["low"] and iv["high"] <= high else
+                                FAIL if iv["high"] < low or iv["low"] > high else INCONCLUSIVE)
+                out.append(f"{ra['model']}{_on(ra, rows)} {metric} {rel:+.0%} [{iv['low']:+.0%}, {iv['high']:+.0%}] "
+                           f"(paper {expect:+.0%}, {paired[1]})")
+                continue
+            verdicts.append(PASS if abs(rel - expect) <= c["tolerance"] else FAIL)
             out.append(f"{ra['model']}{_on(ra, rows)} {metric} {rel:+.0%} (paper {expect:+.0%})")
-    return (PASS if ok else FAIL), "; ".join(out)
+    return _combine(verdicts), "; ".join(out)
 
 
-def _ordered(c: dict, rows: list[dict], greater: bool) -> tuple[str, str]:
+def _ordered(c: dict, rows: list[dict], rounds: Rounds, greater: bool) -> tuple[str, str]:
     metric = c["metric"]
     a_values = c["a"] if isinstance(c["a"], list) else [c["a"]]
     if c.get("models") == "smallest":
@@ -104,33 +180,40 @@ def _ordered(c: dict, rows: list[dict], greater: bool) -> tuple[str, str]:
         if sized:
             smallest = min(sized, key=lambda r: r["params"])["model"]
             rows = [r for r in rows if r["model"] == smallest]
-    out, ok, seen = [], True, False
+    out, verdicts = [], []
     for a in a_values:
         for ra, rb in _pairs(rows, c["vary"], a, c["b"]):
             if ra.get(metric) is None or rb.get(metric) is None:
                 return NA, _missing(metric)
-            seen = True
+            name = (f"{ra['model']} bs{ra['batch_size']} sl{ra['seq_len']}{_on(ra, rows)}: {a} {ra[metric]:.4g} vs "
+                    f"{c['b']} {rb[metric]:.4g} {metric}")
+            paired = rounds.ratios(ra, rb, metric)
+            if paired:
+                direction = "greater" if greater else "less"
+                verdict, info = stats.ratio_verdict(paired[0], direction, c.get("practical", PRACTICAL))
+                verdicts.append(verdict)
+                out.append(f"{name}, {_ratio_text(info, paired[1], 'agree')}: {verdict}")
+                continue
             holds = ra[metric] > rb[metric] if greater else ra[metric] < rb[metric]
-            ok &= holds
-            out.append(f"{ra['model']} bs{ra['batch_size']} sl{ra['seq_len']}{_on(ra, rows)}: {a} {ra[metric]:.4g} vs "
-                       f"{c['b']} {rb[metric]:.4g} {metric}")
-    if not seen:
+            verdicts.append(PASS if holds else FAIL)
+            out.append(name)
+    if not out:
         return NA, f"no pair of cells {c['vary']}={'/'.join(a_values)} vs {c['b']} measured alike"
-    return (PASS if ok else FAIL), "; ".join(out)
+    return _combine(verdicts), "; ".join(out)
 
 
-def greater(c, rows):
+def greater(c, rows, rounds):
     """`metric` is larger with `vary`=a (each of a list) than with `vary`=b, in every pair of cells equal but
     for `vary` (`models: smallest` keeps the smallest model only)."""
-    return _ordered(c, rows, True)
+    return _ordered(c, rows, rounds, True)
 
 
-def less(c, rows):
+def less(c, rows, rounds):
     """As `greater`, with `metric` smaller."""
-    return _ordered(c, rows, False)
+    return _ordered(c, rows, rounds, False)
 
 
-def values(c: dict, rows: list[dict]) -> tuple[str, str]:
+def values(c: dict, rows: list[dict], rounds: Rounds) -> tuple[str, str]:
     """Absolute values: each `expect` point (its MATCH keys select the cell) within `tolerance` (relative) of
     the paper's number. Meant for `applies_to: orin` claims, read only from Jetson records."""
     out, ok = [], True
@@ -148,7 +231,7 @@ def values(c: dict, rows: list[dict]) -> tuple[str, str]:
     return (PASS if ok else FAIL), "; ".join(out)
 
 
-def oom_caps_batch(c: dict, rows: list[dict]) -> tuple[str, str]:
+def oom_caps_batch(c: dict, rows: list[dict], rounds: Rounds) -> tuple[str, str]:
     """Where a batch ran out of memory, no larger batch of the same model and precision fit."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -193,7 +276,9 @@ def regime(rows: list[dict]) -> str:
     return f"mixed: decode at {span} of peak memory bandwidth ({near} of {len(fractions)} cells near the roof)"
 
 
-def evaluate(claims: list[dict], rows: list[dict]) -> list[dict]:
+def evaluate(claims: list[dict], rows: list[dict], round_rows: list[dict] | None = None) -> list[dict]:
+    """Each claim's verdict on the results rows, the rounds-design ones judged on their per-round values."""
+    rounds = Rounds(round_rows)
     table = []
     for claim in claims:
         c = claim["check"]
@@ -206,7 +291,7 @@ def evaluate(claims: list[dict], rows: list[dict]) -> list[dict]:
                                      f"{', '.join(hosts)} (no Jetson)" if claim["applies_to"] == "orin"
                                      else f"no records of study {c['study']} match {c.get('where') or 'it'}")
         else:
-            verdict, measured = CLAIM_CHECKS[c["kind"]](c, selected)
+            verdict, measured = CLAIM_CHECKS[c["kind"]](c, selected, rounds)
         table.append({"id": claim["id"], "claim": claim["claim"], "applies_to": claim["applies_to"],
                       "verdict": verdict, "measured": measured, "paper": claim["paper"],
                       "regime": regime(selected) if selected else "", "implies": claim.get("implies", "")})

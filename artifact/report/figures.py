@@ -1,10 +1,13 @@
 """Figures from the results table, drawn the way a systems paper draws them: labelled axes with units,
-one series per varying setting, error bars from the repetitions (one standard deviation), out-of-memory
-cells marked, and a caption line naming the profile, the hardware and the date. Every figure has a CSV
-beside it with exactly the points drawn, so tests (and readers) can check the data, not the pixels."""
+one series per varying setting (never two designs or two GPU models in one series), error bars (rounds design: the
+interval of the median over rounds; back-to-back records: one standard deviation of the repetitions), out-of-memory
+cells marked, and a caption line naming the profile, the hardware, the date and what the error bars are. Every
+figure has a CSV beside it with exactly the points drawn, so tests (and readers) can check the data, not the pixels."""
 from __future__ import annotations
 
 import csv
+import statistics
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -28,9 +31,41 @@ LABELS = {
 }
 ERRORS = {"latency_median_s": "latency_std_s", "throughput_median_tok_s": "throughput_std_tok_s",
           "power_median_w": "power_std_w", "energy_per_token_j": "energy_per_token_std_j"}
-SERIES_KEYS = ("model", "weights", "quant", "workload", "power_mode", "batch_size", "seq_len", "hardware")
+INTERVALS = {"latency_median_s": ("latency_low_s", "latency_high_s"),
+             "throughput_median_tok_s": ("throughput_low_tok_s", "throughput_high_tok_s"),
+             "power_median_w": ("power_low_w", "power_high_w"),
+             "energy_per_token_j": ("energy_per_token_low_j", "energy_per_token_high_j")}
+SERIES_KEYS = ("model", "weights", "quant", "workload", "power_mode", "batch_size", "seq_len", "hardware", "design")
 QUANT_ORDER = ["fp32", "fp16", "bf16", "int8", "int4", "int4-fp4", "gptq-int4"]
-DATA_FIELDS = ["panel", "series", "x", "value", "error", "status", "record"]
+DATA_FIELDS = ["panel", "series", "x", "value", "error", "low", "high", "status", "record"]
+
+
+def bounds(row: dict, panel: str) -> tuple[float, float] | None:
+    """The error bar of a drawn value as (low, high): the interval of a rounds record, the median +- one std of a
+    back-to-back one; None where neither was recorded."""
+    value = row.get(panel)
+    low_col, high_col = INTERVALS.get(panel, ("", ""))
+    if row.get("design") == "rounds" and row.get(low_col) is not None:
+        return row[low_col], row[high_col]
+    std = row.get(ERRORS.get(panel, ""))
+    return (value - std, value + std) if std is not None and value is not None else None
+
+
+def _yerr(rows: list[dict], panel: str):
+    """matplotlib's asymmetric yerr for these rows, or None for a panel without error bars."""
+    if panel not in ERRORS and panel not in INTERVALS:
+        return None
+    spans = [bounds(r, panel) or (r[panel], r[panel]) for r in rows]
+    return [[r[panel] - lo for r, (lo, _) in zip(rows, spans)], [hi - r[panel] for r, (_, hi) in zip(rows, spans)]]
+
+
+def _point(panel: str, label: str, x, r: dict, value) -> dict:
+    """One drawn point as a row of the figure's CSV."""
+    span = bounds(r, panel) if value is not None else None
+    return {"panel": panel, "series": label, "x": x, "value": value,
+            "error": r.get(ERRORS.get(panel, "")) if value is not None and r.get("design") != "rounds" else None,
+            "low": span[0] if span else None, "high": span[1] if span else None,
+            "status": r["status"], "record": r["record"]}
 
 
 def _key(name: str) -> str:
@@ -76,8 +111,7 @@ def lines(spec: dict, rows: list[dict], axes) -> list[dict]:
             ok = [r for r in rs if r["status"] == "ok" and r.get(panel) is not None]
             color = f"C{i % 10}"
             if ok:
-                err = [r.get(ERRORS.get(panel, ""), None) or 0.0 for r in ok]
-                ax.errorbar([r[x] for r in ok], [r[panel] for r in ok], yerr=err if panel in ERRORS else None,
+                ax.errorbar([r[x] for r in ok], [r[panel] for r in ok], yerr=_yerr(ok, panel),
                             marker="o", ms=4, capsize=3, color=color, label=label)
                 drawn = True
             for r in rs:
@@ -87,10 +121,7 @@ def lines(spec: dict, rows: list[dict], axes) -> list[dict]:
                     ax.annotate("OOM", (r[x], 0.97), xycoords=("data", "axes fraction"), textcoords="offset points",
                                 xytext=(0, -12), ha="center", fontsize=7, color=color)
             for r in rs:
-                data.append({"panel": panel, "series": label, "x": r[x],
-                             "value": r.get(panel) if r["status"] == "ok" else None,
-                             "error": r.get(ERRORS.get(panel, "")) if r["status"] == "ok" else None,
-                             "status": r["status"], "record": r["record"]})
+                data.append(_point(panel, label, r[x], r, r.get(panel) if r["status"] == "ok" else None))
         if not drawn:
             _no_data(ax, panel, rows)
         if spec.get("log2_x"):
@@ -125,14 +156,11 @@ def bars(spec: dict, rows: list[dict], axes) -> list[dict]:
                     pos = i - 0.4 + width * (j + 0.5)
                     value = r.get(panel) if r["status"] == "ok" else None
                     if value is not None:
-                        ax.bar(pos, value, width, yerr=r.get(ERRORS.get(panel, "")) if panel in ERRORS else None,
-                               capsize=2, color=f"C{j % 10}")
+                        ax.bar(pos, value, width, yerr=_yerr([r], panel), capsize=2, color=f"C{j % 10}")
                         drawn = True
                     elif r["status"] == "oom":
                         ax.text(pos, 0, "OOM", rotation=90, ha="center", va="bottom", fontsize=7, color=f"C{j % 10}")
-                    data.append({"panel": panel, "series": label, "x": c, "value": value,
-                                 "error": r.get(ERRORS.get(panel, "")) if value is not None else None,
-                                 "status": r["status"], "record": r["record"]})
+                    data.append(_point(panel, label, c, r, value))
         if not drawn:
             _no_data(ax, panel, rows)
         ax.set_xticks(range(len(cats)), [str(c) for c in cats], rotation=20 if len(cats) > 3 else 0, fontsize=8)
@@ -161,10 +189,63 @@ def draw(exp: dict, rows: list[dict], caption: str, out_dir: Path) -> list[Path]
     for ax in flat[n:]:
         ax.set_visible(False)
     fig.suptitle(exp["title"], fontsize=11)
-    fig.text(0.01, 0.005, caption, fontsize=7, color="0.3", ha="left", va="bottom")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    base = out_dir / exp["name"]
+    return _save(fig, caption, out_dir / exp["name"], (data, DATA_FIELDS))
+
+
+DRIFT_FIELDS = ["panel", "series", "minutes", "value", "record", "round"]
+
+
+def drift(exp: dict, measured: tuple[list[dict], list[dict], list[dict]], caption: str, out_dir: Path) -> list[Path]:
+    """<name>_drift: against wall-clock minutes, each visit's latency over its cell's median (left) and each drift
+    canary point over its load group's median (right), so a reader sees whether the host or device drifted while
+    the rounds ran. `measured`: the experiment's results rows, its rounds.csv rows and its canary points."""
+    rows, visits, points = measured
+    by_record = {r["record"]: r for r in rows}
+    start = min([v["started_at"] for v in visits] + [p["t_wall"] for p in points])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    data = []
+    groups = sorted({f"{by_record[v['record']]['model']}/{by_record[v['record']]['quant']}" for v in visits})
+    for i, group in enumerate(groups):
+        xs, ys = [], []
+        for record in sorted({v["record"] for v in visits}):
+            row = by_record[record]
+            if f"{row['model']}/{row['quant']}" != group or not row.get("latency_median_s"):
+                continue
+            for v in (v for v in visits if v["record"] == record):
+                xs.append((v["started_at"] - start) / 60)
+                ys.append(v["latency_s"] / row["latency_median_s"])
+                data.append({"panel": "visit latency / cell median", "series": group, "minutes": xs[-1],
+                             "value": ys[-1], "record": record, "round": v["round"]})
+        left.plot(xs, ys, "o", ms=3, color=f"C{i % 10}", label=group)
+    for i, (key, label, marker) in enumerate((("host_s", "host probe", "o"), ("device_s", "device probe", "s"))):
+        for run in sorted({p["group_run"] for p in points}):
+            ps = sorted((p for p in points if p["group_run"] == run), key=lambda p: p["t_wall"])
+            median = statistics.median(p[key] for p in ps)
+            xs, ys = [(p["t_wall"] - start) / 60 for p in ps], [p[key] / median for p in ps]
+            right.plot(xs, ys, marker=marker, ms=3, color=f"C{i}", label=label if run == min(p["group_run"]
+                                                                                           for p in points) else None)
+            data += [{"panel": f"canary {label} / group median", "series": ps[0]["group"], "minutes": x, "value": y,
+                      "record": run, "round": p["point"]} for x, y, p in zip(xs, ys, ps)]
+    for ax, title in ((left, "Each visit: latency / its cell's median"), (right, "Drift canary / its group's median")):
+        ax.axhline(1.0, color="0.5", lw=0.8)
+        ax.set_xlabel("Wall-clock time (minutes from the first visit)")
+        ax.set_ylabel("Relative to the median")
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{exp['title']}: drift over the rounds", fontsize=11)
+    return _save(fig, caption, out_dir / f"{exp['name']}_drift", (data, DRIFT_FIELDS))
+
+
+def _save(fig, caption: str, base: Path, table: tuple[list[dict], list[str]]) -> list[Path]:
+    """The figure as PDF + PNG (no timestamps: the same data give the same bytes), the caption wrapped below it,
+    and the drawn points as CSV."""
+    data, fields = table
+    lines = textwrap.wrap(caption, width=int(fig.get_figwidth() * 27))
+    fig.text(0.01, 0.005, "\n".join(lines), fontsize=7, color="0.3", ha="left", va="bottom")
+    fig.tight_layout(rect=(0, 0.035 * len(lines) / max(1.0, fig.get_figheight() / 4), 1, 1))
+    base.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for ext in ("pdf", "png"):
         path = base.with_suffix(f".{ext}")
@@ -172,10 +253,10 @@ def draw(exp: dict, rows: list[dict], caption: str, out_dir: Path) -> list[Path]
         written.append(path)
     plt.close(fig)
     with open(base.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=DATA_FIELDS)
+        w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         for d in data:
             w.writerow({k: "" if d[k] is None else (f"{d[k]:.6g}" if isinstance(d[k], float) else d[k])
-                        for k in DATA_FIELDS})
+                        for k in fields})
     written.append(base.with_suffix(".csv"))
     return written

@@ -13,6 +13,7 @@ import yaml
 
 from .. import roofline
 from ..schema import Result
+from ..stats import P90_MIN_SAMPLES, describe_interval
 from ..timing import cell_parts
 
 MIB = 2 ** 20
@@ -26,10 +27,16 @@ COLUMNS = [
     ("power_mode", "power mode"), ("meter", "power meter"), ("device", "cpu | cuda"),
     ("host_kind", "jetson | cuda | cpu: which of the paper's numbers apply"), ("hardware", "CPU or GPU name"),
     ("date", "start of the cell"), ("status", "ok | oom | error"), ("message", "error text"),
-    ("reps", "timed repetitions"),
+    ("reps", "timed repetitions (all visits)"),
+    ("design", "rounds (randomized interleaved rounds) | back-to-back repetitions"),
+    ("rounds", "rounds recorded (rounds design)"),
+    ("interval", "what the _low/_high columns are: the interval of the median, its method and coverage"),
     ("latency_median_s", ""), ("latency_mean_s", ""), ("latency_std_s", ""), ("latency_p90_s", ""),
     ("latency_min_s", ""), ("latency_max_s", ""),
+    ("latency_low_s", "interval of the median latency (rounds design)"), ("latency_high_s", ""),
+    ("latency_within_visit_cv", "std / mean of the repetitions inside a visit, pooled (not what a re-run sees)"),
     ("throughput_median_tok_s", "paper's T_P = batch x (in + out) / latency"), ("throughput_std_tok_s", ""),
+    ("throughput_low_tok_s", "interval of the median throughput (rounds design)"), ("throughput_high_tok_s", ""),
     ("ttft_median_s", "time to first token (prefill)"), ("decode_median_tok_s", "generated tokens / decode time"),
     ("per_token_median_s", "decode time per generated step"),
     ("mem_peak_mib", "incremental peak memory over the pre-run baseline"),
@@ -37,10 +44,13 @@ COLUMNS = [
     ("perplexity", "WikiText-2 test perplexity"), ("ppl_tokens", "tokens scored"),
     ("power_status", "ok | no sensor | invalid"), ("power_median_w", "median power in the timed window"),
     ("power_mean_w", ""), ("power_std_w", "std over repetitions of each repetition's mean power (energy / latency)"),
+    ("power_low_w", "interval of the median power over rounds (rounds design)"), ("power_high_w", ""),
     ("idle_power_w", "median idle power before the cell's mode"),
     ("energy_j", "energy per inference (one batch), median over repetitions"),
     ("energy_per_token_j", "timed energy / (in + out tokens)"),
     ("energy_per_token_std_j", "std over repetitions of each repetition's energy / its (in + out) tokens"),
+    ("energy_per_token_low_j", "interval of the median energy per token over rounds (rounds design)"),
+    ("energy_per_token_high_j", ""),
     ("net_energy_per_token_j", "minus idle power"),
     ("decode_bw_fraction", "decode: (weights + KV read per step) / step time / peak memory bandwidth (roofline.py)"),
     ("prefill_flops_fraction", "prefill: FLOPs / TTFT / peak dense FLOP/s at the compute dtype (roofline.py)"),
@@ -48,6 +58,7 @@ COLUMNS = [
     ("implied_by", "OOM by implication (batch_ladder): the record of the smaller batch that ran out of memory"),
     ("same_record_as", "the study that measured this cell: the same cell in two studies is measured once"),
     ("cell_s", "the whole cell"), ("timed_s", "timed repetitions"), ("warmup_s", "warm-up generations"),
+    ("canary_s", "drift canary points (rounds design: carried by a load group's first cell)"),
     ("load_s", "model load in this cell"), ("build_s", "checkpoint builds in this cell"),
     ("ppl_s", "perplexity computed in this cell"), ("idle_s", "idle-power window in this cell"),
     ("gpu_uuid", "the GPU that ran the cell: the UUID torch gives the cell's device, by which NVML opens the GPU "
@@ -65,9 +76,13 @@ KEY_METRICS = ("latency_median_s", "throughput_median_tok_s", "ttft_median_s", "
                "per_token_median_s", "mem_peak_mib", "weights_mib", "power_median_w", "energy_j",
                "energy_per_token_j", "net_energy_per_token_j", "perplexity", "decode_bw_fraction",
                "prefill_flops_fraction")
-INTEGER = ("params", "batch_size", "seq_len", "in_len", "out_len", "reps", "ppl_tokens")
-NUMERIC = {c for c in NAMES if c.endswith(("_s", "_mib", "_w", "_j", "_fraction", "_rel"))
+INTEGER = ("params", "batch_size", "seq_len", "in_len", "out_len", "reps", "ppl_tokens", "rounds")
+NUMERIC = {c for c in NAMES if c.endswith(("_s", "_mib", "_w", "_j", "_fraction", "_rel", "_cv"))
            or c in (*INTEGER, "perplexity")}
+BACK_TO_BACK = "back-to-back repetitions"
+# rounds.csv: one row per record and round, what paired claims read (artifact.report.claims)
+ROUND_COLUMNS = ["record", "round", "group_run", "group_round", "latency_s", "throughput_tok_s", "power_w", "energy_j",
+                 "energy_per_token_j", "started_at"]
 
 
 def row_from_record(folder: Path) -> dict:
@@ -87,6 +102,10 @@ def row_from_record(folder: Path) -> dict:
         summary = metrics.get(metric) or {}
         if s == "std" and (summary.get("n") or 0) < 2:
             return None  # one repetition has no spread: absent, not zero
+        if s == "p90" and (summary.get("n") or 0) < P90_MIN_SAMPLES:
+            return None  # no 90th percentile from fewer than 64 samples
+        if s in ("low", "high"):
+            return (summary.get("interval") or {}).get(s)
         return summary.get(s)
 
     mem, weights = memory.get("incremental_peak_bytes"), model.get("weight_bytes")
@@ -109,10 +128,15 @@ def row_from_record(folder: Path) -> dict:
         "host_kind": "jetson" if prov.get("l4t_release") else device.split(":")[0],
         "hardware": hardware,
         "date": result.get("started_at"), "status": result["status"], "message": result.get("message", ""),
-        "reps": stat("latency_s", "n"),
+        "reps": sum(v.get("reps", 0) for v in result.get("visits", [])) or stat("latency_s", "n"),
+        **_design(result),
         "latency_median_s": stat("latency_s", "median"), "latency_mean_s": stat("latency_s", "mean"),
         "latency_std_s": stat("latency_s", "std"), "latency_p90_s": stat("latency_s", "p90"),
         "latency_min_s": stat("latency_s", "min"), "latency_max_s": stat("latency_s", "max"),
+        "latency_low_s": stat("latency_s", "low"), "latency_high_s": stat("latency_s", "high"),
+        "latency_within_visit_cv": ((result.get("within_visit") or {}).get("latency_s") or {}).get("cv"),
+        "throughput_low_tok_s": stat("token_throughput_tps", "low"),
+        "throughput_high_tok_s": stat("token_throughput_tps", "high"),
         "throughput_median_tok_s": stat("token_throughput_tps", "median"),
         "throughput_std_tok_s": stat("token_throughput_tps", "std"),
         "ttft_median_s": stat("ttft_s", "median"), "decode_median_tok_s": stat("decode_tps", "median"),
@@ -125,10 +149,15 @@ def row_from_record(folder: Path) -> dict:
         "idle_power_w": idle_power.get("median"),
         "energy_j": energy.get("per_rep_j_median"), "energy_per_token_j": energy.get("per_token_j"),
         "net_energy_per_token_j": energy.get("net_per_token_j"), **_power_spread(folder, energy, config), **roof,
+        "power_low_w": (timed_power.get("interval") or {}).get("low"),
+        "power_high_w": (timed_power.get("interval") or {}).get("high"),
+        "energy_per_token_low_j": ((energy.get("per_token_j_rounds") or {}).get("interval") or {}).get("low"),
+        "energy_per_token_high_j": ((energy.get("per_token_j_rounds") or {}).get("interval") or {}).get("high"),
         "peaks": (peaks or {}).get("name") if peaks else None, "implied_by": result.get("implied_by"),
         "same_record_as": result.get("same_record_as"),
         "cell_s": result.get("cell_seconds"), "timed_s": parts["timed"], "warmup_s": parts["warmup"],
         "load_s": parts["load"], "build_s": parts["build"], "ppl_s": parts["perplexity"], "idle_s": parts["idle"],
+        "canary_s": parts["canary"] or None,
         "gpu_uuid": meter.get("gpu_uuid") or result.get("gpu_uuid"),
         "gpu_pci": meter.get("gpu_pci"), "gpu_pci_cuda": meter.get("gpu_pci_cuda"),
         "cuda_visible_devices": result.get("cuda_visible_devices"),
@@ -136,6 +165,43 @@ def row_from_record(folder: Path) -> dict:
         "git_sha": _git_sha(prov), "cell_hash": result["cell_hash"],
         "record": f"traces/{folder.parent.name}/{folder.name}",
     }
+
+
+def _design(result: dict) -> dict:
+    """The design columns: rounds with their count and interval, or back-to-back repetitions (every record made
+    before the rounds design, and the fit tests)."""
+    if result.get("design") != "rounds":
+        return {"design": BACK_TO_BACK, "rounds": None, "interval": None}
+    iv = ((result.get("metrics") or {}).get("latency_s") or {}).get("interval") or {}
+    return {"design": "rounds", "rounds": (result.get("rounds") or {}).get("done"),
+            "interval": describe_interval(iv) if iv else None}
+
+
+def round_rows(folder: Path) -> list[dict]:
+    """rounds.csv's rows of one record of the rounds design: per round, the median of its visit's repetitions
+    (latency, throughput) and the visit's median power and energy; [] for a back-to-back record."""
+    result = json.loads((folder / "result.json").read_text())
+    if result.get("design") != "rounds" or not (folder / "reps.csv").is_file():
+        return []
+    with open(folder / "reps.csv", newline="") as f:
+        reps = list(csv.DictReader(f))
+    tokens = (result.get("tokens") or {})
+    per_batch = (tokens.get("batch_size") or 0) * ((tokens.get("in_len") or 0) + (tokens.get("out_len") or 0))
+    out = []
+    for visit in result.get("visits", []):
+        rs = [r for r in reps if int(r["round"]) == visit["round"]]
+        if not rs:
+            continue
+        power = visit.get("power") or {}
+        joules = power.get("energy_per_rep_j") if power.get("status") == "ok" else None
+        out.append({"record": f"traces/{folder.parent.name}/{folder.name}", "round": visit["round"],
+                    "group_run": visit["group_run"], "group_round": visit["group_round"],
+                    "latency_s": statistics.median(float(r["latency_s"]) for r in rs),
+                    "throughput_tok_s": statistics.median(float(r["token_throughput_tps"]) for r in rs),
+                    "power_w": power.get("median_w") if power.get("status") == "ok" else None,
+                    "energy_j": joules, "energy_per_token_j": joules / per_batch if joules and per_batch else None,
+                    "started_at": visit["started_at"]})
+    return out
 
 
 def _git_sha(prov: dict) -> str | None:
@@ -161,6 +227,28 @@ def _power_spread(folder: Path, energy: dict, config: dict) -> dict:
     out["power_std_w"] = statistics.stdev(j / s for j, s in zip(per_rep, latencies))
     out["energy_per_token_std_j"] = statistics.stdev(j / tokens for j in per_rep)
     return out
+
+
+def collect_rounds(traces_dir: str | Path, records: list[str]) -> list[dict]:
+    """rounds.csv's rows of the named records (traces/<study>/<hash>, as the results table names them)."""
+    return [r for rec in records for r in round_rows(Path(traces_dir) / Path(rec).relative_to("traces"))]
+
+
+def write_rounds(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=ROUND_COLUMNS)
+        w.writeheader()
+        w.writerows({k: f"{r[k]:.3f}" if k == "started_at" else _cell(r.get(k)) for k in ROUND_COLUMNS} for r in rows)
+
+
+def read_rounds(path: Path) -> list[dict]:
+    """rounds.csv back as typed rows ([] where there is none: every record back-to-back)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: (None if v == "" else v if k in ("record", "group_run") else float(v)) for k, v in r.items()}
+            for r in rows]
 
 
 def collect(traces_dir: str | Path) -> list[dict]:
