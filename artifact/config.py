@@ -249,6 +249,15 @@ def load_group(group: str, name: str) -> DictConfig:
     return OmegaConf.merge(OmegaConf.structured(GROUP_SCHEMAS[group]), OmegaConf.load(path))
 
 
+def set_key(cfg: DictConfig, key: str, value: Any) -> None:
+    """Set one key of a composed config as a Hydra override would: a config group (model, quant, workload, ppl,
+    meter, power) by its file's name, anything else as the value."""
+    if key in GROUP_SCHEMAS:
+        cfg[key] = load_group(key, str(value))
+    else:
+        OmegaConf.update(cfg, key, value, merge=False)
+
+
 def split_lengths(seq_len: int, out_fraction: float) -> tuple[int, int]:
     """The paper's sl = input + output tokens; out_fraction of it (rounded half up) is generated."""
     out_len = max(1, math.floor(seq_len * out_fraction + 0.5))

@@ -9,9 +9,9 @@ import itertools
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from .config import BadInput, Cell
+from .config import BadInput, Cell, set_key
 
 # What decides the model a process holds, and how it measures: a launcher job (a load group) per combination. The
 # other swept keys (batch size, length, workload, power mode, ...) are the group's cells; in the rounds design each
@@ -110,7 +110,7 @@ def cell_configs(cfg: DictConfig) -> list[DictConfig]:
         one = cfg.copy()
         for kv in spec.split():
             try:
-                OmegaConf.update(one, kv.split("=", 1)[0], parser.parse_override(kv).value(), merge=False)
+                set_key(one, kv.split("=", 1)[0], parser.parse_override(kv).value())
             except Exception as e:
                 raise BadInput(f"cells entry {kv!r}: {e}") from e
         one.cells = None

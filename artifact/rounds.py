@@ -209,22 +209,24 @@ def _canary_point(members: list[Member], probe, where: tuple[str, int], session:
     members[0].canary += time.perf_counter() - started
 
 
-def _order(members: list[Member], seed: int) -> list[Member]:
-    """This round's visits: power modes as blocks in a random order, the cells of each block shuffled."""
+def visit_order(items: list, seed: int, mode=lambda m: m.cell.power.name) -> list:
+    """A round's visits: the power modes (`mode` of each item) as blocks in a random order, the items of each block
+    shuffled, all drawn from `seed`."""
     rng = random.Random(seed)
-    modes = sorted({m.cell.power.name for m in members})
+    modes = sorted({mode(m) for m in items})
     rng.shuffle(modes)
     out = []
-    for mode in modes:
-        block = [m for m in members if m.cell.power.name == mode]
+    for name in modes:
+        block = [m for m in items if mode(m) == name]
         rng.shuffle(block)
         out += block
     return out
 
 
-def round_seed(members: list[Member], k: int) -> int:
-    """The seed of the group run's round k: from the cells' seed, the group's cells and k (recorded per visit)."""
-    text = f"{members[0].cell.seed}:{','.join(sorted(m.key for m in members))}:{k}"
+def round_seed(seed: int, keys: list[str], k: int) -> int:
+    """The seed of a group run's round k: from the cells' `seed`, the hashes of the cells it visits and k (recorded
+    with every visit, so the order can be drawn again: `visit_order`)."""
+    text = f"{seed}:{','.join(sorted(keys))}:{k}"
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
 
 
@@ -233,8 +235,9 @@ def _rounds(members: list[Member], session: Session, loaded: models.Loaded, host
     total = max((m.needed for m in members), default=0)
     cold = False  # after an out-of-memory visit: the allocator was emptied, the next warm-up is a full one
     for k in range(1, total + 1):
-        seed = round_seed(members, k)
-        visiting = _order([m for m in members if m.needed], seed)
+        pending = [m for m in members if m.needed]
+        seed = round_seed(members[0].cell.seed, [m.key for m in pending], k)
+        visiting = visit_order(pending, seed)
         for position, m in enumerate(visiting):
             if not m.needed:  # out of memory by implication earlier in this round
                 continue

@@ -77,7 +77,7 @@ class Cli:
 
     def records(self, study: str = "default") -> list[Path]:
         d = self.traces / study
-        return sorted(p for p in d.iterdir() if not p.name.startswith(".")) if d.is_dir() else []
+        return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")) if d.is_dir() else []
 
     def mlflow_runs(self, study: str = "default"):
         from mlflow.tracking import MlflowClient

@@ -6,7 +6,8 @@ interface (file names, units, command-line behaviour) of what it replaces:
 - an `nvpmodel` executable on PATH that reads modes from an nvpmodel.conf fixture, answers -q like the
   real one ("NV Power Mode: NAME" then the id), records every call, and sets the online CPU cores;
 - a `jtop` module with the client's shape (jtop(interval).start/ok/power/close, JtopException);
-- a cell that ends its process with no Python exception, as bitsandbytes' LLM.int8 did on an H100."""
+- a cell that ends its process with no Python exception, as bitsandbytes' LLM.int8 did on an H100;
+- a host that drifts: from its N-th generation on, every generation is slower (a sleep after generate)."""
 from __future__ import annotations
 
 import json
@@ -264,3 +265,32 @@ def crashing_cell_env(hook_dir: Path, batch_size: int) -> dict[str, str]:
     (hook_dir / "sitecustomize.py").write_text(FAKE_CRASH)
     return {"PYTHONPATH": os.pathsep.join(filter(None, [str(hook_dir), os.environ.get("PYTHONPATH")])),
             "FAKE_CRASH_BATCH": str(batch_size)}
+
+
+# A host that drifts: from its N-th generation on (timed, warm-up or the canary's), every generation takes STEP longer
+# (0.5: 50 %), like the H100 host whose cells all ran 25 % faster after 15:49 (shared/MEASUREMENT.md). A fake, said
+# plainly: a sleep in proportion to transformers' own generate, added after it; nothing else changed. Loaded as
+# sitecustomize.
+FAKE_DRIFT = """
+import os, time
+if os.environ.get("FAKE_DRIFT_AFTER"):
+    from transformers.generation.utils import GenerationMixin
+    real, calls = GenerationMixin.generate, []
+    after, step = int(os.environ["FAKE_DRIFT_AFTER"]), float(os.environ["FAKE_DRIFT_STEP"])
+    def generate(self, *args, **kwargs):
+        calls.append(1)
+        start = time.perf_counter()
+        out = real(self, *args, **kwargs)
+        if len(calls) > after:
+            time.sleep(step * (time.perf_counter() - start))
+        return out
+    GenerationMixin.generate = generate
+"""
+
+
+def drifting_host_env(hook_dir: Path, after: int, step: float) -> dict[str, str]:
+    """The environment that makes every `python -m artifact.run` slow down by `step` from its generation `after`+1."""
+    hook_dir.mkdir(parents=True, exist_ok=True)
+    (hook_dir / "sitecustomize.py").write_text(FAKE_DRIFT)
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(hook_dir), os.environ.get("PYTHONPATH")])),
+            "FAKE_DRIFT_AFTER": str(after), "FAKE_DRIFT_STEP": str(step)}

@@ -108,7 +108,8 @@ def test_perplexity_matches_an_independent_computation(smol, data_dir, window, s
 
 def test_summary_statistics():
     s = summary([3.0, 1.0, 2.0, 10.0])
-    assert (s["median"], s["min"], s["max"], s["n"], s["p90"]) == (2.5, 1.0, 10.0, 4, 10.0)
+    assert (s["median"], s["min"], s["max"], s["n"], s["p90"]) == (2.5, 1.0, 10.0, 4, None)  # no p90 below 64
+    assert summary([float(i) for i in range(64)])["p90"] == 57.0
     assert s["std"] == pytest.approx((50 / 3) ** 0.5)  # sample std
 
 
