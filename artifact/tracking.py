@@ -6,6 +6,7 @@ import csv
 import logging
 import math
 import os
+import statistics
 import time
 from datetime import datetime
 from pathlib import Path
@@ -97,9 +98,11 @@ def log_record(uri: str, study: str, record_dir: Path, config: dict, result: dic
                if k not in ("model", "quant") and not k.startswith(("model.", "quant."))]  # those are the config's
     ts = end_ms
     metrics = [Metric(k, v, ts, 0) for k, v in {**numeric_metrics(result), **key_metrics(record_dir)}.items()]
-    for rep in _read_reps(record_dir):
+    reps = _read_reps(record_dir)
+    for step, rep in enumerate(reps):  # every timed repetition in order (all visits of a rounds cell)
         for k in ("latency_s", "token_throughput_tps", "ttft_s", "decode_tps"):
-            metrics.append(Metric(f"rep_{k}", float(rep[k]), ts, int(rep["rep"])))
+            metrics.append(Metric(f"rep_{k}", float(rep[k]), ts, step))
+    metrics += _round_metrics(reps, ts)
     for i in range(0, len(params), 100):
         mlflow.log_batch(run_id, params=params[i:i + 100])
     for i in range(0, len(metrics), 500):
@@ -107,6 +110,18 @@ def log_record(uri: str, study: str, record_dir: Path, config: dict, result: dic
     mlflow.log_artifacts(run_id, str(record_dir), artifact_path="record")
     mlflow.set_terminated(run_id, "FINISHED", end_time=end_ms)
     return run_id
+
+
+def _round_metrics(reps: list[dict], ts: int) -> list:
+    """The rounds design: each round's value (the median of its visit's repetitions) as a metric step, so the UI
+    draws a cell's rounds as a line (round_latency_s, round_token_throughput_tps)."""
+    from mlflow.entities import Metric
+    by_round: dict[int, list[dict]] = {}
+    for rep in reps:
+        if rep.get("round"):
+            by_round.setdefault(int(rep["round"]), []).append(rep)
+    return [Metric(f"round_{k}", statistics.median(float(r[k]) for r in rs), ts, n)
+            for n, rs in sorted(by_round.items()) for k in ("latency_s", "token_throughput_tps")]
 
 
 def _cell_times(result: dict) -> tuple[int, int]:

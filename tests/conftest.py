@@ -11,8 +11,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("ARTIFACT_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
-# A quick cell: 8 input + 8 output tokens, two timed repetitions, no warm-up, no perplexity.
-FAST = ["batch_size=1", "seq_len=16", "warmup=0", "min_reps=2", "min_seconds=0", "ppl=off"]
+# A quick cell: 8 input + 8 output tokens, two timed repetitions, no warm-up, no perplexity, in one visit (the
+# back-to-back design: these tests are about records, locks and processes; the rounds design has its own tests).
+FAST = ["batch_size=1", "seq_len=16", "warmup=0", "min_reps=2", "min_seconds=0", "ppl=off", "design=back-to-back"]
 
 
 def conf(group: str, name: str):

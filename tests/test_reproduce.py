@@ -143,7 +143,8 @@ def pipeline(tmp_path_factory, models_dir, data_dir):
 
 def test_pipeline_runs_then_does_nothing_the_second_time(pipeline):
     root, _, first, second = pipeline
-    assert "Running stage 'experiment'" in first.stdout and "[cell 4/4" in first.stdout
+    assert "Running stage 'experiment'" in first.stdout and "[round 3/3, visit 2/2]" in first.stdout
+    assert "pass 2 of 2 (the load groups in reversed order)" in first.stdout  # two precisions: two load groups
     assert "Running stage" not in second.stdout and "Data and pipelines are up to date" in second.stdout
     records = sorted((root / "traces" / "precision_sweep").glob("*/result.json"))
     assert len(records) == 4
@@ -164,7 +165,11 @@ def test_results_table_and_figure_data_equal_the_records(pipeline):
         assert row["power_median_w"] == "" and row["power_status"] == "no sensor"  # absent, never zero
         drawn = [p for p in points if p["record"] == row["record"] and p["panel"] == "latency_median_s"]
         assert len(drawn) == 1 and float(drawn[0]["value"]) == pytest.approx(median, rel=1e-5)
-        assert float(drawn[0]["error"]) == pytest.approx(result["metrics"]["latency_s"]["std"], rel=1e-5, abs=1e-9)
+        interval = result["metrics"]["latency_s"]["interval"]  # rounds: the error bar is the interval of the median
+        assert result["rounds"]["done"] == 3 and interval["method"] == "min-max over rounds"
+        assert float(drawn[0]["low"]) == pytest.approx(interval["low"], rel=1e-5)
+        assert float(drawn[0]["high"]) == pytest.approx(interval["high"], rel=1e-5)
+        assert drawn[0]["error"] == "" and row["design"] == "rounds" and row["rounds"] == "3"
     series = {p["series"] for p in points if p["panel"] == "throughput_median_tok_s"}
     assert series == {"fp32, batch_size=1", "fp32, batch_size=2", "int8, batch_size=1", "int8, batch_size=2"}
     power = [p for p in points if p["panel"] == "power_median_w"]

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import time
 
@@ -25,8 +26,10 @@ def load_record(path):
 
 
 def test_one_cell_writes_a_complete_record_and_mlflow_run(cli):
+    """The default design: a plain run measures its cell in rounds (3 visits), each round's value the median of
+    its visit's repetitions."""
     out = cli.run("batch_size=2", "seq_len=24", "warmup=1", "min_reps=2", "min_seconds=0",
-                  "ppl.max_tokens=300", "ppl.window=128", "ppl.stride=64",
+                  "ppl.max_tokens=300", "ppl.window=128", "ppl.stride=64", "canary_seconds=0.2",
                   env=cli.env(HF_TOKEN="hf_SECRET_never_logged"))
     assert out.returncode == 0, out.stderr
     [rec] = cli.records()
@@ -37,14 +40,19 @@ def test_one_cell_writes_a_complete_record_and_mlflow_run(cli):
     assert result["tokens"] == {"in_len": 12, "out_len": 12, "seq_len": 24, "batch_size": 2,
                                 "generated_per_rep": 24, "checked": True}
     assert result["prompts"]["distinct_prompts"] == 2
-    assert len(reps) == result["metrics"]["latency_s"]["n"] >= 2
+    assert result["design"] == "rounds" and result["rounds"]["done"] == result["metrics"]["latency_s"]["n"] == 3
+    assert len(reps) == sum(v["reps"] for v in result["visits"]) == 6
+    assert sorted({int(r["round"]) for r in reps}) == [1, 2, 3]
     for r in reps:
         lat, ttft, dec = float(r["latency_s"]), float(r["ttft_s"]), float(r["decode_s"])
         assert 0 < ttft < lat and math.isclose(ttft + dec, lat, rel_tol=1e-9)
         assert math.isclose(float(r["token_throughput_tps"]), 2 * 24 / lat, rel_tol=1e-9)  # the paper's T_P
         assert int(r["new_tokens"]) == 24
-    lat = sorted(float(r["latency_s"]) for r in reps)
-    assert result["metrics"]["latency_s"]["min"] == lat[0] and result["metrics"]["latency_s"]["max"] == lat[-1]
+    per_round = sorted(statistics.median(float(r["latency_s"]) for r in reps if r["round"] == n) for n in "123")
+    latency = result["metrics"]["latency_s"]
+    assert (latency["min"], latency["median"], latency["max"]) == pytest.approx(per_round)
+    assert (latency["interval"]["low"], latency["interval"]["high"]) == pytest.approx((per_round[0], per_round[2]))
+    assert latency["interval"]["coverage"] == 0.75 and latency["p90"] is None
     assert result["memory"]["memory_kind"].startswith("process RSS")
     assert result["memory"]["incremental_peak_bytes"] >= 0
     assert result["model"]["weights"] == "real" and result["model"]["params"] == 134515008
@@ -57,17 +65,21 @@ def test_one_cell_writes_a_complete_record_and_mlflow_run(cli):
     prov = result["provenance"]
     assert prov["git_sha"] and "torch" in prov["packages"] and prov["cpu_cores_logical"] >= 1
     # MLflow: one run in the study's experiment, carrying the same numbers and the record files
+    from mlflow.tracking import MlflowClient
     [run] = cli.mlflow_runs()
     assert run.info.run_name == "smollm2-135m/fp32/bs2/sl24" and run.info.status == "FINISHED"
     assert run.data.tags["cell_hash"] == rec.name and run.data.tags["git_sha"] == prov["git_sha"]
     assert run.data.params["batch_size"] == "2" and run.data.params["quant.name"] == "fp32"
     assert run.data.metrics["latency_s_median"] == pytest.approx(result["metrics"]["latency_s"]["median"])
     assert run.data.metrics["perplexity_perplexity"] == pytest.approx(ppl["perplexity"])
+    history = MlflowClient(cli.uri).get_metric_history(run.info.run_id, "round_latency_s")  # one step per round
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2, 3]
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
+        [statistics.median(float(r["latency_s"]) for r in reps if int(r["round"]) == n) for n in (1, 2, 3)])
     # how the checkpoint under models/ was made: in the record and in MLflow
     assert result["prepared"]["kind"] == "gguf-conversion" and result["model"]["source"].endswith("/smollm2-135m")
     assert run.data.params["prepared.kind"] == "gguf-conversion"
     assert run.data.params["prepared.tool_version"] == result["prepared"]["tool_version"]
-    from mlflow.tracking import MlflowClient
     arts = {a.path for a in MlflowClient(cli.uri).list_artifacts(run.info.run_id, "record")}
     assert arts == {"record/config.yaml", "record/result.json", "record/reps.csv"}
     # the token never reaches a record or the store
@@ -108,7 +120,7 @@ def test_a_cell_measured_in_another_study_is_reused_not_measured_again(cli):
 
 def test_every_precision_in_one_sweep(cli):
     out = cli.run("-m", "quant=fp32,fp16,bf16,int8,int4,int4-fp4", "batch_size=2", "seq_len=12", "warmup=0",
-                  "min_reps=2", "min_seconds=0", "ppl=off", "study=precisions")
+                  "min_reps=2", "min_seconds=0", "ppl=off", "study=precisions", "design=back-to-back")
     assert out.returncode == 0, out.stderr
     results = {}
     for rec in cli.records("precisions"):
@@ -130,7 +142,7 @@ def test_every_precision_in_one_sweep(cli):
 
 def test_longbench_int8_cell(cli):
     out = cli.run("quant=int8", "batch_size=2", "seq_len=64", "workload=longbench", "warmup=0", "min_reps=1",
-                  "min_seconds=0", "ppl=off")
+                  "min_seconds=0", "ppl=off", "canary_seconds=0.2")  # in rounds: int8 visited without empty_cache
     assert out.returncode == 0, out.stderr
     [rec] = cli.records()
     result, _, _ = load_record(rec)
@@ -161,7 +173,7 @@ def test_synthetic_weights_build_the_architecture_without_download(cli):
 def test_a_cell_that_kills_its_process_is_recorded_as_an_error_and_the_sweep_goes_on(cli, tmp_path):
     crashing = cli.env(**crashing_cell_env(tmp_path / "fake_crash", batch_size=2))
     sweep = ["-m", "batch_size=2,1", "seq_len=16", "warmup=0", "min_reps=1", "min_seconds=0", "ppl=off",
-             "study=crash"]
+             "study=crash", "design=back-to-back"]
 
     def records() -> dict[int, dict]:
         return {yaml.safe_load((r / "config.yaml").read_text())["batch_size"]:
@@ -188,7 +200,7 @@ def test_a_cell_that_kills_its_process_is_recorded_as_an_error_and_the_sweep_goe
 
 def test_sigkill_mid_sweep_then_resume_leaves_no_duplicate_or_corrupt_record(cli):
     sweep = ["-m", "batch_size=1,2,3,4", "seq_len=16", "warmup=0", "min_reps=3", "min_seconds=1.5", "ppl=off",
-             "study=killed"]
+             "study=killed", "design=back-to-back"]
     proc = subprocess.Popen(cli.args(*sweep), cwd=cli.root, env=cli.env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300

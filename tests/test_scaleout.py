@@ -147,7 +147,7 @@ def test_a_failed_cell_makes_a_ray_sweep_exit_1_after_the_other_cells_ran(sweep,
 
 
 def test_a_worker_killed_mid_cell_then_a_rerun_measures_only_the_missing_cells(sweep):
-    slow = ["batch_size=1,2,3,4", "min_reps=3", "min_seconds=1.5", "study=killed"]
+    slow = ["batch_size=1,2,3,4", "min_reps=3", "min_seconds=1.5", "study=killed", "design=back-to-back"]
     proc = sweep.start(*slow)
     deadline = time.time() + 300
     while time.time() < deadline and len(sweep.records("killed")) < 1:
