@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from artifact import run
+from artifact import cells, run
 from artifact.record import CellStore, cell_hash
 from artifact.session import Session
 from conftest import FAST, cell
@@ -91,7 +91,7 @@ def test_a_full_disk_while_writing_a_record_is_one_line_exit_1_and_the_finished_
     finally:
         os.close(fd)
     with pytest.raises(SystemExit) as e:
-        run._write(store, "second", c, {"cell_hash": "second", "status": "ok", "pad": "y" * 100_000}, ([], {}))
+        cells.write_record(store, "second", c, {"cell_hash": "second", "status": "ok", "pad": "y" * 100_000}, ([], {}))
     assert e.value.code == 1
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"error: no space left on the device holding {traces / c.study / 'second'} while writing")
