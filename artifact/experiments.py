@@ -85,7 +85,7 @@ def passes(p: Plan) -> list[list[str]]:
     from .launch import GROUP_KEYS
     settings = p.settings or {}
     swept = [k for k in GROUP_KEYS if isinstance(settings.get(k), list) and len(settings[k]) > 1]
-    if settings.get("design") != "rounds" or not swept:
+    if settings.get("design") != "rounds" or not swept or int(settings.get("rounds", 1)) < 2:
         return [p.overrides]
     head = [f"study={p.study}", f"profile={p.profile}"]
     rounds = int(settings.get("rounds", 1))
