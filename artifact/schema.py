@@ -8,15 +8,26 @@ from __future__ import annotations
 from typing import Any, Optional, TypedDict
 
 
-class Summary(TypedDict):
-    """Statistics of one metric over the timed repetitions (unit: the metric's)."""
+class Interval(TypedDict):
+    """The interval of a median over rounds (artifact.stats.interval)."""
+    low: Optional[float]    # None with one round
+    high: Optional[float]
+    method: str             # min-max over rounds (2-7 rounds) | bootstrap of the median over rounds (8 and more)
+    coverage: Optional[float]  # of the median: 1 - 2 x 0.5^R for the min-max, 0.95 for the bootstrap
+    n: int                  # rounds
+
+
+class Summary(TypedDict, total=False):
+    """Statistics of one metric over the timed repetitions (back-to-back) or over rounds (rounds design: each round's
+    value is the median of its visit's repetitions). Unit: the metric's."""
     median: float
     mean: float
-    std: Optional[float]    # None with one repetition: no spread, not zero
-    p90: float
+    std: Optional[float]    # None with one repetition or round: no spread, not zero
+    p90: Optional[float]    # None below 64 samples
     min: float
     max: float
-    n: int                  # repetitions
+    n: int                  # repetitions (back-to-back) or rounds
+    interval: Interval      # rounds design only
 
 
 class Rep(TypedDict):
@@ -157,10 +168,36 @@ class Provenance(TypedDict, total=False):
     gpu_driver: str
 
 
+class Visit(TypedDict, total=False):
+    """One visit of a cell in the rounds design (result.json `visits`; its repetitions are reps.csv rows with the
+    same `round`)."""
+    group_run: str               # the process's run of the load group (the canary's points carry it too)
+    group_round: int             # the round of that group run (cells visited in one round share it)
+    position: int                # place in the round's order (0: first)
+    order_seed: int              # the seed the round's order was drawn from (artifact.rounds.round_seed)
+    started_at: float            # wall clock, epoch seconds
+    seconds: float               # the whole visit: idle window, warm-up, timed repetitions
+    round: int                   # the cell's own round number (1..rounds)
+    warmup_s: list[float]        # the visit's warm-up generations (short: warmup_tokens new tokens)
+    reps: int                    # timed repetitions in the visit
+    memory_peak_bytes: int       # incremental peak of the visit
+    power: dict[str, Any]        # status, median_w, mean_w, samples, energy_per_rep_j, per_token_j, source, ...
+    gpu_sm_mhz_start: Optional[int]   # NVML SM clock and temperature at the visit's edges (None off CUDA)
+    gpu_sm_mhz_end: Optional[int]
+    gpu_temp_c_start: Optional[int]
+    gpu_temp_c_end: Optional[int]
+    load1_start: float           # host load average
+    load1_end: float
+    cpu_steal: Optional[float]   # share of CPU time the hypervisor stole during the visit
+
+
 class Result(TypedDict, total=False):
-    """result.json. Keys in the order they are written."""
+    """result.json. Keys in the order they are written (back-to-back; a rounds record adds schema, design, visits,
+    rounds, within_visit, canary_seconds and power_meter)."""
     cell_hash: str
     record_id: str               # unique per measurement (a re-run with force=true gets a new one)
+    schema: int                  # 2: the rounds design (absent: back-to-back, schema 1)
+    design: str                  # rounds (absent: back-to-back repetitions)
     status: str                  # ok | oom | error
     message: str                 # the error, for oom and error
     device: str
@@ -186,3 +223,8 @@ class Result(TypedDict, total=False):
     power_mode: dict[str, Any]   # what was set and read back (or "not set")
     stderr_tail: list[str]       # a cell that killed its process twice: the child's last stderr lines
     process_deaths: list[dict]   # and the processes that died holding its lock (host, pid, since, found)
+    visits: list[Visit]          # rounds design: every visit, in order
+    rounds: dict[str, Any]       # rounds design: asked, done, design, group_runs
+    within_visit: dict[str, dict]  # rounds design: pooled std and cv of the repetitions inside a visit, per metric
+    canary_seconds: float        # rounds design: the canary points this cell carried (a load group's first cell)
+    power_meter: dict[str, Any]  # rounds design: the meter's self-description and idle power, for the power section
