@@ -14,17 +14,18 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
-
-from .measure import generate_once, generation_config, now
-
 HOST_PROMPT_TOKENS, HOST_NEW_TOKENS = 8, 16
 LOG = "canary.jsonl"
 DRIFT_FLAG = 0.05  # a round whose canary moved more than this (relative) is flagged in the sweep and the report
 
 
 class Canary:
-    def __init__(self, model, tokenizer, device: str, dtype: torch.dtype, seconds: float):
+    """The probes of one load group (the report reads canary.jsonl with the functions below, without torch)."""
+
+    def __init__(self, model, tokenizer, device: str, dtype, seconds: float):
+        import torch
+
+        from .measure import generation_config
         self.model, self.device, self.seconds = model, device, seconds
         vocab = int(getattr(model.config, "vocab_size", 32000))
         self.prompt = (torch.arange(HOST_PROMPT_TOKENS, device=device) * 97 + 101).remainder(vocab).unsqueeze(0)
@@ -35,12 +36,16 @@ class Canary:
         self.device_reps = self._calibrate(self._device_once)
 
     def _host_once(self) -> None:
+        from .measure import generate_once
         generate_once(self.model, self.prompt, HOST_NEW_TOKENS, self.gen_config, self.device)
 
     def _device_once(self) -> None:
-        torch.matmul(self.matrix, self.matrix)
+        _ = self.matrix @ self.matrix  # the product is the work
 
     def _time(self, fn, n: int) -> float:
+        import torch
+
+        from .measure import now
         start = now(self.device)
         with torch.inference_mode():
             for _ in range(n):

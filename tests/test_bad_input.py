@@ -25,6 +25,9 @@ CASES = [
     (["-m", "batch_size=1,0"], "batch_size=0 is not allowed"),  # a sweep is checked whole before any cell runs
     (["-m", "quant=fp32,int5"], "quant='int5' is not available"),
     (["device=cuda:0"], "no CUDA device is visible"),
+    (["meter=nvml"], "meter=nvml reads a CUDA GPU's power, but the cell runs on device=cpu"),  # not a traceback
+    (["design=sequential"], "design='sequential' is not allowed; use one of: rounds, back-to-back"),
+    (["rounds=0"], "rounds=0, canary_seconds=1.0, warmup_tokens=16: need rounds >= 1"),
     (["workload=longbench", "batch_size=190", "seq_len=2048"], "more than the"),
     # GPTQ: CUDA only, no fallback; settings checked before anything is quantized
     (["quant=gptq-int4"], "quant=gptq-int4 needs a CUDA GPU"),

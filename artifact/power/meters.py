@@ -109,6 +109,9 @@ def make_meter(meter_cfg, device: str) -> Meter:
                                                nvml.cuda_pci_address(device)),
                 "rapl": lambda: rapl.RaplMeter(meter_cfg.sysfs_root, meter_cfg.rapl_domains),
                 "none": lambda: NoMeter()}
+    if meter_cfg.name == "nvml" and not device.startswith("cuda"):
+        raise MeterError(f"meter=nvml reads a CUDA GPU's power, but the cell runs on device={device} (no CUDA device "
+                         f"here, or device=cpu); use meter=auto, rapl or none")
     if meter_cfg.name != "auto":
         return builders[meter_cfg.name]()
     tried = []

@@ -73,7 +73,7 @@ def _key(name: str) -> str:
 
 
 def varying(rows: list[dict], exclude: tuple = ()) -> list[str]:
-    return [k for k in SERIES_KEYS if k not in exclude and len({r[k] for r in rows}) > 1]
+    return [k for k in SERIES_KEYS if k not in exclude and len({r.get(k) for r in rows}) > 1]
 
 
 def series_label(row: dict, keys: list[str]) -> str:
