@@ -88,10 +88,12 @@ def _claim(cell: Cell, session: Session, held: contextlib.ExitStack) -> Member |
     name, rounds = run_name(cell.config), cell.design.rounds
     done = None if cell.force else store.finished(key, rounds)
     lock = held.enter_context(cells.cell_lock(store, session, cell, key))
-    if done is not None or (not cell.force and lock and store.finished(key, rounds)):
+    if done is None and lock and not cell.force:  # finished by another worker between the first look and the lock
+        done = store.finished(key, rounds)
+    if done is not None:
         print(f"{name}: done already ({store.path(key)}), skipped; force=true re-runs it", flush=True)
         if lock:  # backfills MLflow if a crash came between record and log
-            cells.log_to_mlflow(cell, store.path(key), done or store.finished(key, rounds))
+            cells.log_to_mlflow(cell, store.path(key), done)
         return None
     if not lock:
         print(f"{name}: another process is measuring it ({store.path(key)}), skipped", flush=True)
@@ -110,16 +112,16 @@ def _claim(cell: Cell, session: Session, held: contextlib.ExitStack) -> Member |
             session.failed.append(status)
         return None
     store.mark_visiting(key, False)
-    return _member(cell, key, store, session)
+    return _member(cell, key, store)
 
 
-def _member(cell: Cell, key: str, store: CellStore, session: Session) -> Member:
+def _member(cell: Cell, key: str, store: CellStore) -> Member:
     """The member with the visits its record already holds (a rounds record of this cell; none with force=true)."""
     old = None if cell.force else store.recorded(key)
     if old is not None and old.get("design") == "rounds" and old.get("status") != "oom" and old.get("visits"):
         rows, tables = store.rows(key)
-        result = {**old, "status": "ok", "message": ""}
-        result.pop("traceback", None)
+        result = {k: v for k, v in old.items() if k not in ("traceback", "stderr_tail", "process_deaths")}
+        result.update(status="ok", message="")
         before = {k: old.get(k) for k in ("cell_seconds", "warmup_latency_s", "canary_seconds")}
         return Member(cell, key, store, result, rows, tables, before)
     result = {"cell_hash": key, "record_id": uuid.uuid4().hex, "schema": ROUNDS_SCHEMA, "design": "rounds",
