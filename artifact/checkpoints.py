@@ -125,6 +125,26 @@ def tokenizer_for(cell: Cell, weights: Weights):
     return AutoTokenizer.from_pretrained(weights.location, **weights.kwargs), str(weights.location)
 
 
+def check_hub_weights(model_cfg) -> None:
+    """Real weights from the hub must be in the Hugging Face cache or reachable there; else BadInput in one line
+    naming the hub id, the cache folder and the ways out (nothing is loaded or written). Asked only for a model
+    the user named by hub id: the one network call a run may make."""
+    from huggingface_hub import constants, model_info, try_to_load_from_cache
+    if isinstance(try_to_load_from_cache(model_cfg.hub_id, "config.json", revision=model_cfg.revision), str):
+        return
+    reason = "HF_HUB_OFFLINE is set"
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            model_info(model_cfg.hub_id, revision=model_cfg.revision, token=os.environ.get("HF_TOKEN"), timeout=10)
+            return
+        except Exception as e:  # no network, a gated model without a token, a wrong id
+            reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else 'no answer'}"
+    raise BadInput(f"model={model_cfg.name}: its weights ({model_cfg.hub_id}) are not in the Hugging Face cache "
+                   f"({constants.HF_HUB_CACHE}) and the hub cannot be reached ({reason}); download them first "
+                   f"(`hf download {model_cfg.hub_id}`, with HF_TOKEN for a gated model), use a local copy "
+                   f"(model.source=local model.path=FOLDER), or measure shapes only (model.weights=synthetic ppl=off)")
+
+
 def source_weights(cell: Cell) -> Weights:
     """Where the model's unquantized weights load from. Synthetic weights go through a saved fp16 copy (made
     once), since quantizers read a checkpoint."""

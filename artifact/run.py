@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from . import canary, cells, disk, isolation, launch, models, rounds, timing, tracking
+from . import canary, cells, checkpoints, disk, isolation, launch, models, rounds, timing, tracking
 from .config import BadInput, Cell, compose, one_line, overrides_from_params, register, resolve, to_container
 from .record import CellStore, cell_hash, run_name
 from .schema import Result
@@ -36,6 +36,8 @@ def check_inputs(cfg: DictConfig, session: Session) -> Cell:
     here, the corpora are there, the power mode exists, the meter opens. Raises BadInput."""
     cell = resolve(cfg)
     models.check_quant_supported(cell.quant, cell.device)
+    if cell.model.source == "hub" and cell.model.weights == "real":
+        checkpoints.check_hub_weights(cell.model)
     corpus_text(cell.data_dir, cell.workload)
     if cell.ppl_corpus is not None:
         corpus_text(cell.data_dir, cell.ppl_corpus)

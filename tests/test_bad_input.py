@@ -58,6 +58,16 @@ def test_bad_input(cli, overrides, expected):
     assert_one_line_error(cli.run(*FAST, *overrides), expected, cli)
 
 
+def test_a_hub_model_neither_cached_nor_reachable_is_one_line(cli, tmp_path):
+    """No hub access (offline) and an empty cache: one line naming the hub id, the cache and the ways out, not an
+    error cell holding transformers' OSError."""
+    out = cli.run(*FAST, "model=phi2", "quant=int4",
+                  env=cli.env(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), HF_HUB_CACHE=str(tmp_path / "hf")))
+    assert_one_line_error(out, f"model=phi2: its weights (microsoft/phi-2) are not in the Hugging Face cache "
+                               f"({tmp_path / 'hf'}) and the hub cannot be reached (HF_HUB_OFFLINE is set)", cli)
+    assert "model.weights=synthetic ppl=off" in out.stderr
+
+
 def test_missing_corpus(cli, tmp_path):
     out = cli.run(*FAST, env=cli.env(ARTIFACT_DATA_DIR=str(tmp_path / "empty")))
     assert_one_line_error(out, "wiki.test.raw is missing; run `make data`", cli)
