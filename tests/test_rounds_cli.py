@@ -73,7 +73,8 @@ def test_injected_drift_is_an_effect_back_to_back_and_cancels_in_paired_rounds(c
     assert verdict == "INCONCLUSIVE" and 0.9 < info["median"] < 1.1, ratios
     points = [json.loads(line) for line in (cli.traces / "rounds" / "canary.jsonl").read_text().splitlines()]
     assert [p["point"] for p in points] == list(range(6))
-    assert max(p["host_s"] for p in points) > 1.3 * points[0]["host_s"]  # the canary saw the host slow down
+    host = [p["host_s"] for p in points]  # the canary saw the host slow down (its first point may be a slow start)
+    assert max(host) > 1.3 * min(host), host
     assert "canary:" in rounds.stdout and "rounds that moved more than 5%: 0" not in rounds.stdout
 
 
