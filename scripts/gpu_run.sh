@@ -2,7 +2,8 @@
 # The gpu profile (or part of it) on a lent CUDA machine with no network: the packages its image lacks from
 # .devcarry/site.tar.xz, the stand-in tokenizer and WikiText-2 from .devcarry/bundle.tar.xz (both built here by
 # scripts/device_carry.sh; see scripts/README.md), records resumed from paper/gpu/records.tar.xz and
-# .devcarry/traces.tgz (where present) and returned as $OUT/traces.tgz.
+# .devcarry/traces.tgz (where present) and returned as $OUT/traces.tgz, with any traces-*/ folder a command made
+# (a second run or another design kept apart with --traces-dir traces-NAME).
 # Usage (repo root): scripts/gpu_run.sh SECONDS COMMAND...
 set -uo pipefail
 budget=$1; shift
@@ -18,6 +19,8 @@ timeout "$budget" bash -c "$*" 2>&1 | tee "$OUT/log.txt"
 echo "wall $(( $(date +%s) - start )) s"
 # a cell lock left by a process that died (killed at the limit, or a cell that ended its process) becomes a death
 # note: the next machine has another host name and would respect the lock forever
-python3 -c "from artifact.record import settle_dead_locks as s; print(s('traces'), 'dead cell locks settled')"
-tar czf "$OUT/traces.tgz" traces 2>/dev/null
+for dir in traces traces-*/; do
+  [ -d "$dir" ] && python3 -c "import sys; from artifact.record import settle_dead_locks as s; print(s(sys.argv[1]), 'dead cell locks settled in', sys.argv[1])" "$dir"
+done
+tar czf "$OUT/traces.tgz" traces traces-* 2>/dev/null   # traces-*: runs kept apart (a second run, another design)
 ls -la "$OUT"
