@@ -56,8 +56,8 @@ def device_name(device: str) -> str:
         return device
 
 
-def fix_command(tegra_release: str = TEGRA_RELEASE) -> str:
-    if Path(tegra_release).is_file():
+def fix_command() -> str:
+    if Path(TEGRA_RELEASE).is_file():
         return ("make bnb-jetson (builds bitsandbytes on this board for compute capability 8.7) or make bnb-jetson "
                 "BNB_WHEEL=<a Jetson wheel, e.g. from Jetson AI Lab's jp6/cu126 index>")
     return "make setup (reinstalls the pinned bitsandbytes), or use quant=fp16"

@@ -7,7 +7,10 @@ interface (file names, units, command-line behaviour) of what it replaces:
   real one ("NV Power Mode: NAME" then the id), records every call, and sets the online CPU cores;
 - a `jtop` module with the client's shape (jtop(interval).start/ok/power/close, JtopException);
 - a cell that ends its process with no Python exception, as bitsandbytes' LLM.int8 did on an H100;
-- a host that drifts: from its N-th generation on, every generation is slower (a sleep after generate)."""
+- a host that drifts: from its N-th generation on, every generation is slower (a sleep after generate);
+- a bitsandbytes as PyPI's aarch64 wheel behaves on a Jetson Orin (issue #1930): it imports and loads its library,
+  and its first 8-bit kernel fails with "Error named symbol not found at line 233 in file /src/csrc/ops.cu", raised
+  as a RuntimeError or, as its C error check can, printed before the process exits with status 1."""
 from __future__ import annotations
 
 import json
@@ -294,3 +297,26 @@ def drifting_host_env(hook_dir: Path, after: int, step: float) -> dict[str, str]
     (hook_dir / "sitecustomize.py").write_text(FAKE_DRIFT)
     return {"PYTHONPATH": os.pathsep.join(filter(None, [str(hook_dir), os.environ.get("PYTHONPATH")])),
             "FAKE_DRIFT_AFTER": str(after), "FAKE_DRIFT_STEP": str(step)}
+
+
+ORIN_BNB_ERROR = "Error named symbol not found at line 233 in file /src/csrc/ops.cu"
+
+
+def make_orin_bitsandbytes(root: Path, how: str = "raise") -> Path:
+    """FAKE bitsandbytes 0.46.1 (aarch64 PyPI wheel) on a Jetson Orin: a package folder to put first on PYTHONPATH.
+    how: "raise" (RuntimeError, as issue #1930 reports it) or "exit" (printed, then exit status 1, from C)."""
+    pkg = root / "bitsandbytes"
+    (pkg / "nn").mkdir(parents=True)
+    fail = (f"raise RuntimeError({ORIN_BNB_ERROR!r})" if how == "raise"
+            else f"print({ORIN_BNB_ERROR!r}, flush=True); import os; os._exit(1)")
+    (pkg / "__init__.py").write_text('__version__ = "0.46.1"\nfrom . import cextension, functional, nn\n')
+    (pkg / "cextension.py").write_text(
+        "class _Lib:\n    _name = '/usr/local/lib/python3.10/dist-packages/bitsandbytes/libbitsandbytes_cuda126.so'\n"
+        "lib = _Lib()\nBNB_BACKEND = 'CUDA'\n")
+    (pkg / "functional.py").write_text(f"def quantize_4bit(*a, **k):\n    {fail}\n"
+                                       f"def dequantize_4bit(*a, **k):\n    {fail}\n")
+    (pkg / "nn" / "__init__.py").write_text(
+        "class Linear8bitLt:\n    def __init__(self, *a, **k):\n        pass\n"
+        "    def to(self, device):\n        return self\n"
+        f"    def __call__(self, x):\n        {fail}\n")
+    return root
