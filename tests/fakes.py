@@ -8,6 +8,8 @@ interface (file names, units, command-line behaviour) of what it replaces:
 - a `jtop` module with the client's shape (jtop(interval).start/ok/power/close, JtopException);
 - a cell that ends its process with no Python exception, as bitsandbytes' LLM.int8 did on an H100;
 - a host that drifts: from its N-th generation on, every generation is slower (a sleep after generate);
+- a Jetson's root filesystem: /etc/nv_tegra_release as L4T writes it and NVIDIA's torch wheel as pip leaves it
+  (a dist-info folder in the board's system site-packages), for artifact.platform's plan;
 - a bitsandbytes as PyPI's aarch64 wheel behaves on a Jetson Orin (issue #1930): it imports and loads its library,
   and its first 8-bit kernel fails with "Error named symbol not found at line 233 in file /src/csrc/ops.cu", raised
   as a RuntimeError or, as its C error check can, printed before the process exits with status 1."""
@@ -319,4 +321,27 @@ def make_orin_bitsandbytes(root: Path, how: str = "raise") -> Path:
         "class Linear8bitLt:\n    def __init__(self, *a, **k):\n        pass\n"
         "    def to(self, device):\n        return self\n"
         f"    def __call__(self, x):\n        {fail}\n")
+    return root
+
+
+# /etc/nv_tegra_release first lines as the L4T releases write them (public board reports), by JetPack release
+TEGRA_RELEASES = {
+    "6.0": "# R36 (release), REVISION: 3.0, GCID: 36191598, BOARD: generic, EABI: aarch64, "
+           "DATE: Mon May  6 17:34:21 UTC 2024",
+    "6.2": "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, "
+           "DATE: Wed Jan  8 01:49:37 UTC 2025",
+}
+
+
+def make_tegra_root(root: Path, jetpack: str, torch: str | None) -> Path:
+    """FAKE Jetson root: etc/nv_tegra_release of that JetPack and, where torch is given, NVIDIA's torch wheel installed
+    by root's pip3 (usr/local/lib/python3.10/dist-packages/torch-<version>.dist-info/METADATA)."""
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    (root / "etc/nv_tegra_release").write_text(TEGRA_RELEASES[jetpack] + "\nINSTALL_TYPE=\n")
+    if torch:
+        info = root / f"usr/local/lib/python3.10/dist-packages/torch-{torch}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: torch\nVersion: {torch}\nSummary: Tensors and "
+                                       "Dynamic neural networks in Python with strong GPU acceleration\n")
+        (info / "INSTALLER").write_text("pip\n")
     return root
