@@ -43,17 +43,17 @@ STAMP := $(VENV)/.installed
 SCALE_STAMP := $(VENV)/.installed-scale
 LAUNCHER ?= basic
 
-.PHONY: setup bnb-jetson check-jetson scale gptq run test test-slurm lint bench ui tracking-server data reproduce figures replay check push pull clean
+.PHONY: setup bnb-jetson check-jetson test-py310 scale gptq run test test-slurm lint bench ui tracking-server data reproduce figures replay check push pull clean
 
 ifdef DRY_RUN
 setup:
-	$(PYTHON) -m artifact.platform --plan
+	$(PYTHON) -m artifact.platform --plan --torch-spec "$(TORCH_SPEC)"
 else
 setup: $(STAMP)
 endif
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
-	$(PYTHON) -m artifact.platform --plan
+	$(PYTHON) -m artifact.platform --plan --torch-spec "$(TORCH_SPEC)"
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(if $(TORCH_SPEC),$(BIN)/pip install -q "$(TORCH_SPEC)")
@@ -129,6 +129,20 @@ pull: $(STAMP)
 test: $(SCALE_STAMP)
 	bash tests/services.sh
 	$(BIN)/python -m pytest -q tests $(ARGS)
+
+# The test suite a second time on the JetPack 6 stack (CI): Python 3.10 (pyenv's, or python3.10 on PATH), its
+# constraints, and the oldest torch the stack supports (2.6.0: transformers 5.20 disables PyTorch below it), on the
+# CPU. PyPI's only cp310 torch is the CUDA build, with its NVIDIA libraries (about 5 GB in the venv). The tests that
+# start PostgreSQL, Ray, SLURM or Chromium, and the full make reproduce runs, are left to the first run.
+PY310 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) $(shell command -v python3.10))
+TORCH_PY310 ?= torch==2.6.0
+PY310_TESTS ?= tests/test_units.py tests/test_identity.py tests/test_bad_input.py tests/test_bnbcheck.py \
+  tests/test_platform.py tests/test_rounds_stats.py tests/test_rounds_cli.py tests/test_power.py tests/test_roofline.py \
+  tests/test_quantize.py tests/test_run_cli.py tests/test_code_shape.py
+test-py310:
+	@[ -n "$(PY310)" ] || { echo "error: no Python 3.10 (pyenv install 3.10, or PY310=/path/to/python3.10)" >&2; exit 2; }
+	$(MAKE) setup PYTHON=$(PY310) VENV=.venv310 TORCH_SPEC=$(TORCH_PY310)
+	.venv310/bin/python -m pytest -q $(PY310_TESTS) $(ARGS)
 
 # The SLURM launcher against real slurmctld/slurmd on 127.0.0.1 (installs slurm-wlm as root); not in `make test`.
 test-slurm: $(SCALE_STAMP)

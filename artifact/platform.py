@@ -57,7 +57,8 @@ class Plan:
             out.append(f"venv: {self.venv_flags} over the board's Python (its torch is used, never replaced)")
             out.append(f"torch: {self.torch_found} ({self.torch_where})" if self.torch_found else "torch: none found")
         else:
-            out.append(f"torch: pip install {self.torch_spec} first")
+            out.append(f"torch: pip install {self.torch_spec} first" if self.torch_spec else
+                       "torch: the one this Python has (TORCH_SPEC is empty)")
         out.append(f"bitsandbytes: {self.bnb}")
         out += [f"first: {t}" for t in self.todo]
         return out
@@ -284,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     what.add_argument("--installed", action="store_true", help="one line: the torch, CUDA and bitsandbytes in use")
     ap.add_argument("--root", default="/", help="the filesystem root to read (a fake board's, in tests)")
     ap.add_argument("--python", help="the Python version to plan for (default: this one)")
+    ap.add_argument("--torch-spec", help="what the Makefile installs first (its TORCH_SPEC), off a Jetson")
     ap.add_argument("--freeze", action="store_true", help="with --wheels: rewrite constraints/jetpack6.txt")
     args = ap.parse_args(argv)
     if args.wheels:
@@ -292,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         print(installed())
         return 0
     p = plan(Path(args.root), args.python)
+    if args.torch_spec is not None and not p.tegra:
+        p.torch_spec = args.torch_spec
     if args.make:
         print(f"STACK={p.stack}\nVENV_FLAGS={p.venv_flags}\nTORCH_SPEC={p.torch_spec}\nTEGRA={1 if p.tegra else ''}\n"
               f"TORCH_FOUND={p.torch_found or ''}")
