@@ -7,7 +7,6 @@ with "Error named symbol not found at line 233 in file /src/csrc/ops.cu" (bitsan
 line naming the device, the bitsandbytes version and the library it loaded, the error, and the command that fixes it."""
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -63,9 +62,9 @@ def fix_command() -> str:
     return "make setup (reinstalls the pinned bitsandbytes), or use quant=fp16"
 
 
-@functools.lru_cache(maxsize=None)
 def check(device: str) -> None:
-    """Run the probe on `device` in a child process (once per process and device); BadInput on any failure."""
+    """Run the probe on `device` in a child process; BadInput on any failure (Session.check_bitsandbytes runs it once
+    per process and device)."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     try:
         out = subprocess.run([sys.executable, "-c", PROBE, device], capture_output=True, text=True, env=env,

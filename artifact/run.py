@@ -36,6 +36,8 @@ def check_inputs(cfg: DictConfig, session: Session) -> Cell:
     here, the corpora are there, the power mode exists, the meter opens. Raises BadInput."""
     cell = resolve(cfg)
     models.check_quant_supported(cell.quant, cell.device)
+    if cell.quant.method.startswith("bnb") and cell.device.startswith("cuda"):
+        session.check_bitsandbytes(cell.device)  # a real 8-bit and 4-bit op on the GPU, in a child process
     if cell.model.source == "hub" and cell.model.weights == "real":
         checkpoints.check_hub_weights(cell.model)
     corpus_text(cell.data_dir, cell.workload)
