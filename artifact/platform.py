@@ -176,7 +176,8 @@ def resolve_jetpack6(freeze: bool = False) -> int:
     constraints = REPO / STACKS["jetpack6"]
     with tempfile.TemporaryDirectory() as tmp:
         report, built = Path(tmp) / "report.json", Path(tmp) / "built"
-        cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report",
+        built.mkdir()
+        cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--report",
                str(report), "--target", str(Path(tmp) / "t"), "--python-version", "3.10", "--implementation", "cp",
                "--abi", "cp310", "--only-binary=:all:", "--find-links", str(built),
                *[f"--platform={p}" for p in AARCH64]]
@@ -186,8 +187,9 @@ def resolve_jetpack6(freeze: bool = False) -> int:
         cmd += reqs + [f"torch @ {_fake_torch(Path(tmp) / 'torchstub').as_uri()}"]
         for _ in range(5):  # sdist-only packages: built here; a pure-Python wheel serves aarch64 as well
             out = subprocess.run(cmd, capture_output=True, text=True)
-            missing = sorted(set(re.findall(r"No matching distribution found for (\S+)", out.stderr)))
-            if out.returncode == 0 or not missing or not _build_pure(missing, built):
+            missing = _missing(out.stdout + out.stderr)  # pip explains a conflict on stdout
+            if out.returncode == 0 or not missing or not _build_pure(missing, built, cmd[cmd.index("-c") + 1:][:1]
+                                                                     if "-c" in cmd else []):
                 break
         if out.returncode != 0:
             print("error: the JetPack 6 stack does not resolve for CPython 3.10 on aarch64"
@@ -215,15 +217,25 @@ def resolve_jetpack6(freeze: bool = False) -> int:
     return 0
 
 
-def _build_pure(names: list[str], folder: Path) -> bool:
+def _missing(stderr: str) -> list[str]:
+    """The requirements pip found no distribution for: 'No matching distribution found for X' or, where a constraint
+    pins it, the names listed under 'no matching distributions available for your environment:'."""
+    names = set(re.findall(r"No matching distribution found for (\S+)", stderr))
+    block = re.search(r"no matching distributions available for your environment:\n((?:[ \t]+\S+\n?)+)", stderr)
+    if block:
+        names |= set(block.group(1).split())
+    return sorted(names)
+
+
+def _build_pure(names: list[str], folder: Path, constraints: list[str]) -> bool:
     """Build each sdist-only requirement into `folder` where its sdist holds no compiled code (pure Python serves
     aarch64 as well); True where every one was built. A compiled one would be built for this machine, not for
     aarch64: False, and it is reported as missing."""
-    folder.mkdir(exist_ok=True)
     for name in names:
         with tempfile.TemporaryDirectory() as tmp:
             subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary=:all:",
-                            "-d", tmp, name], capture_output=True, text=True)
+                            "-d", tmp, *[f"--constraint={c}" for c in constraints], name],
+                           capture_output=True, text=True)
             sdists = list(Path(tmp).iterdir())
             if len(sdists) != 1 or _compiled(sdists[0]):
                 return False
