@@ -10,8 +10,9 @@ the board's python3 runs it): the stack (a pip constraints file), the torch to k
                                                       --freeze rewrites constraints/jetpack6.txt from it
   python -m artifact.platform --installed             one line: the torch, CUDA and bitsandbytes this venv uses
 
-The JetPack facts (releases, torch builds, bitsandbytes on Orin) are public evidence gathered in the project's
-JETSON.md notes, not checked on a board: ARTIFACT.md's Orin section lists what only a board can confirm."""
+The JetPack facts (releases, torch builds, bitsandbytes on Orin) are public evidence (NVIDIA's release notes,
+jetson-containers, bitsandbytes #1930), not checked on a board: ARTIFACT.md's Orin section lists what only a board
+can confirm."""
 from __future__ import annotations
 
 import argparse
