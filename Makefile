@@ -15,24 +15,20 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Two stacks (constraints/README.md): the default one (Python 3.11+, constraints/default.txt) and the JetPack 6
-# one (Python 3.10, constraints/jetpack6.txt). `python3 -m artifact.platform --plan` (or make setup DRY_RUN=1) says
-# which this host gets. torch is installed first: 2.13.0 is the CPU build on the reference CPU box, and on a CUDA
+# Two stacks (README, "Two commands"): the default one (Python 3.11+, constraints/default.txt) and the JetPack 6
+# one (Python 3.10, constraints/jetpack6.txt). artifact.platform decides which this host gets (`--make` gives the
+# variables below; `--plan`, or make setup DRY_RUN=1, says it in words). torch is installed first: 2.13.0 is the CPU build on the reference CPU box, and on a CUDA
 # host the same pin pulls PyPI's CUDA build. A Jetson (/etc/nv_tegra_release) keeps the board's torch: the venv is
 # made over the board's Python (--system-site-packages) and installs no torch; bitsandbytes is built on the board
 # (make bnb-jetson, or BNB_WHEEL=<wheel>). Whatever torch the venv has is pinned while the rest installs, so pip
 # never replaces it.
-TEGRA := $(wildcard /etc/nv_tegra_release)
-PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
-ifneq ($(TEGRA),)
-TORCH_SPEC ?=
-VENV_FLAGS ?= --system-site-packages
-else
-TORCH_SPEC ?= torch==2.13.0
-VENV_FLAGS ?=
-endif
-CONSTRAINTS ?= constraints/$(if $(filter 3.10,$(PYVER)),jetpack6,default).txt
-BNB_VERSION := 0.50.2
+PLAN := $(shell $(PYTHON) -m artifact.platform --make 2>/dev/null)
+plan_var = $(patsubst $(1)=%,%,$(filter $(1)=%,$(PLAN)))
+TEGRA := $(call plan_var,TEGRA)
+TORCH_SPEC ?= $(call plan_var,TORCH_SPEC)
+VENV_FLAGS ?= $(call plan_var,VENV_FLAGS)
+CONSTRAINTS ?= constraints/$(or $(call plan_var,STACK),default).txt
+BNB_VERSION := $(call plan_var,BNB_VERSION)
 ARGS ?=
 PROFILE ?= auto
 # DVC stage commands call `python`: the venv's

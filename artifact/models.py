@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoints, gptq
+from . import bnbcheck, checkpoints, gptq
 from .architecture import build_synthetic, count_params, quantize_in_memory
 from .config import BadInput, Cell
 from .schema import ModelInfo
@@ -51,7 +51,8 @@ def _check_bnb(name: str, device: str) -> None:
     except Exception as e:  # ImportError, or a CUDA library bnb cannot find
         raise BadInput(f"quant={name} needs bitsandbytes, which cannot be imported here ({e}); "
                        f"use quant=fp32, fp16 or bf16")
-    if device.startswith("cuda"):  # the GPU's probe: Session.check_bitsandbytes (run.check_inputs)
+    if device.startswith("cuda"):  # a real 8-bit and 4-bit op on the GPU, in a child (a kernel can exit from C)
+        bnbcheck.check(device)
         return
     try:  # a real quantization of a tiny tensor: the CPU backend exists, or it does not
         import bitsandbytes.functional as F

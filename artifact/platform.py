@@ -4,7 +4,8 @@ the board's python3 runs it): the stack (a pip constraints file), the torch to k
 
   python3 -m artifact.platform --plan [--root DIR]   the plan in plain lines; exit 2 where something must be done
                                                       first (one line saying what). --root: a fake board's files
-  python3 -m artifact.platform --make                 the same plan as make variables (the Makefile reads them)
+  python3 -m artifact.platform --make                 the same plan as make variables (the Makefile reads them:
+                                                      one token each)
   python -m artifact.platform --wheels [--freeze]     the JetPack 6 stack resolved for CPython 3.10 on aarch64 from
                                                       the package index: fails naming packages with no wheel there;
                                                       --freeze rewrites constraints/jetpack6.txt from it
@@ -311,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         p.torch_spec = args.torch_spec
     if args.make:
         print(f"STACK={p.stack}\nVENV_FLAGS={p.venv_flags}\nTORCH_SPEC={p.torch_spec}\nTEGRA={1 if p.tegra else ''}\n"
-              f"TORCH_FOUND={p.torch_found or ''}")
+              f"TORCH_FOUND={p.torch_found or ''}\nBNB_VERSION={BNB_VERSION}")
     else:
         print("\n".join(p.lines()))
     if p.todo:

@@ -35,11 +35,9 @@ def check_inputs(cfg: DictConfig, session: Session) -> Cell:
     """The cell, resolved, and everything that can be checked before loading a model: the precision can run
     here, the corpora are there, the power mode exists, the meter opens. Raises BadInput."""
     cell = resolve(cfg)
-    models.check_quant_supported(cell.quant, cell.device)
-    if cell.quant.method.startswith("bnb") and cell.device.startswith("cuda"):
-        session.check_bitsandbytes(cell.device)  # a real 8-bit and 4-bit op on the GPU, in a child process
+    session.once(("quant", cell.quant.name, cell.device), lambda: models.check_quant_supported(cell.quant, cell.device))
     if cell.model.source == "hub" and cell.model.weights == "real":
-        checkpoints.check_hub_weights(cell.model)
+        session.once(("hub", cell.model.hub_id, cell.model.revision), lambda: checkpoints.check_hub_weights(cell.model))
     corpus_text(cell.data_dir, cell.workload)
     if cell.ppl_corpus is not None:
         corpus_text(cell.data_dir, cell.ppl_corpus)

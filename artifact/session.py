@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import bnbcheck, models, provenance, roofline
+from . import models, provenance, roofline
 from .config import BadInput, Cell, to_container
 from .dblock import AdvisoryLocks
 from .power import Meter, make_meter
@@ -45,7 +45,7 @@ class Session:
         self.peaks: dict[tuple[str, str], dict] = {}        # (device, dtype) -> probed roofline peaks
         self.progress = SweepProgress(total_cells)
         self.canary_points: list[dict] = []                 # the drift canary's points measured here (rounds design)
-        self.bnb_checked: set[str] = set()                  # devices whose bitsandbytes probe passed
+        self.checks_passed: set[tuple] = set()              # preflight checks that passed here (once())
 
     def __reduce__(self):
         """A session belongs to its process: shipped to a launcher's worker (pickled), it arrives empty."""
@@ -104,11 +104,12 @@ class Session:
             self.meters[key] = meter
         return self.meters[key]
 
-    def check_bitsandbytes(self, device: str) -> None:
-        """bitsandbytes' 8-bit and 4-bit probe on a CUDA device, once per process and device (BadInput if it fails)."""
-        if device not in self.bnb_checked:
-            bnbcheck.check(device)
-            self.bnb_checked.add(device)
+    def once(self, key: tuple, check) -> None:
+        """Run a preflight check at most once per process for `key`: the variants of a sweep share it (a passing
+        check is remembered; a failing one raises BadInput)."""
+        if key not in self.checks_passed:
+            check()
+            self.checks_passed.add(key)
 
     def device_peaks(self, cell: Cell, dtype: str) -> dict:
         """The roofline peaks of the cell's device (artifact.roofline): conf/devices.yaml, else a probe measured
