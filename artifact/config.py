@@ -109,11 +109,11 @@ class MeterConfig:
     name: str = "none"                  # auto | ina3221 | jtop | nvml | rapl | none
     rate_hz: float = 10.0               # sampling rate (capped at what the sensor can give)
     idle_seconds: float = 5.0           # idle window before the first cell of each power mode (0 = none)
-    min_samples: int = 5                # fewer samples in the timed window: power numbers invalid
+    min_samples: int = 5                # fewer samples or sensor updates in the timed window: power invalid
     max_gap_periods: float = 5.0        # a gap longer than this many periods: invalid
     stale_s: Optional[float] = 5.0      # identical readings for this long: stale sensor, invalid
     sysfs_root: str = "/"               # ina3221 / rapl: where /sys is (tests use a fake tree)
-    total_rails: List[str] = field(default_factory=list)  # ina3221: rails summed into the total
+    total_rails: List[str] = field(default_factory=list)  # ina3221/jtop: rails summed (empty: conf/jetson_modules.yaml)
     jtop_interval_s: float = 0.5
     nvml_field: str = "auto"            # auto (instant if supported) | instant | average | usage
     rapl_domains: str = "package"

@@ -318,11 +318,17 @@ def _visit_power(power: dict | None) -> dict:
         return {"status": "no sensor"}
     if power.get("status") != "ok":
         return {"status": power.get("status"), "reason": power.get("reason")}
-    energy, stats = power["energy"], power["timed"]["power_w"] or {}
+    energy, timed = power["energy"], power["timed"]
+    stats = timed["power_w"] or {}
+    sensor = {"updates": timed.get("updates"), "updates_seen": timed.get("updates_seen"),
+              "bound_rel": energy["bound_j"] / energy["timed_j"] if energy.get("bound_j") is not None else None,
+              "jtop_tot_median_w": (timed.get("jtop_tot") or {}).get("median_w"),
+              "jtop_tot_per_token_j": energy.get("jtop_tot_per_token_j")}
     return {"status": "ok", "median_w": stats.get("median"), "mean_w": stats.get("mean"), "samples": stats.get("n"),
             "energy_per_rep_j": energy["per_rep_j_median"], "per_token_j": energy["per_token_j"],
             "net_per_token_j": energy.get("net_per_token_j"), "source": energy["source"],
-            "sampled_vs_counter_rel": energy.get("sampled_vs_counter_rel"), "min_window_s": power.get("min_window_s")}
+            "sampled_vs_counter_rel": energy.get("sampled_vs_counter_rel"), "min_window_s": power.get("min_window_s"),
+            **{k: v for k, v in sensor.items() if v is not None}}
 
 
 def summarize(m: Member, session: Session) -> Result:
@@ -367,8 +373,14 @@ def _power(m: Member) -> dict:
     nets = [p["net_per_token_j"] for p in ok if p.get("net_per_token_j") is not None]
     if nets:
         energy["net_per_token_j"] = statistics.median(nets)
-    return {"status": "ok", **meter, "timed": {"power_w": round_summary([p["median_w"] for p in ok])},
-            "energy": energy, "visits_ok": len(ok), "visits_not_ok": len(visits) - len(ok)}
+    timed = {"power_w": round_summary([p["median_w"] for p in ok])}
+    if any("bound_rel" in p for p in ok):  # no counter: the worst visit's bound from the sensor's timing
+        energy["bound_rel"] = max(p.get("bound_rel", 0.0) for p in ok)
+    if all("jtop_tot_median_w" in p for p in ok):  # a Jetson: jtop's `tot` figure beside the module total
+        timed["jtop_tot_w"] = round_summary([p["jtop_tot_median_w"] for p in ok])
+        energy["jtop_tot_per_token_j"] = statistics.median(p["jtop_tot_per_token_j"] for p in ok)
+    return {"status": "ok", **meter, "timed": timed, "energy": energy, "visits_ok": len(ok),
+            "visits_not_ok": len(visits) - len(ok)}
 
 
 def _write(m: Member, session: Session) -> None:

@@ -91,11 +91,14 @@ class ModelInfo(TypedDict, total=False):
     reused_from_previous_cell: bool
 
 
-class PowerWindow(TypedDict):
+class PowerWindow(TypedDict, total=False):
     seconds: float
     power_w: Optional[dict[str, float]]  # median/mean/p95/min/max (W) and n; None when no sample fell inside
     energy_j: float              # trapezoid over the samples, joules
     rails: dict[str, dict[str, Optional[float]]]  # rail -> median_w, energy_j
+    jtop_tot: dict[str, Optional[float]]  # Jetson: median_w, energy_j of jtop's `tot` figure (the paper's)
+    updates: int                 # independent sensor updates in the window (its length / the update interval)
+    updates_seen: int            # changes of the total the trace shows (a check on the update interval)
 
 
 class Energy(TypedDict, total=False):
@@ -115,6 +118,11 @@ class Energy(TypedDict, total=False):
     counter_interval_s: float
     sampled_over_counter_interval_j: float
     sampled_vs_counter_rel: Optional[float]  # (sampled - counter) / counter
+    bound_j: Optional[float]     # no counter: how far the sampled energy may be from the true one (sensor timing)
+    shift_s: float               # ... the largest time shift of the sampled trace behind it
+    swing_w: float               # ... the power's swing around the window
+    bound_is: str
+    jtop_tot_per_token_j: float  # Jetson: energy per token by jtop's `tot` figure
 
 
 class Power(TypedDict, total=False):
@@ -128,7 +136,7 @@ class Power(TypedDict, total=False):
     idle: dict[str, Any]         # idle power of the cell's power mode (status, power_w, seconds, energy_j)
     timed: PowerWindow
     energy: Energy
-    min_window_s: float          # the timed window's floor: max(min_seconds, MIN_WINDOW_PERIODS sampler periods)
+    min_window_s: float          # the timed window's floor: max(min_seconds, MIN_WINDOW_UPDATES sensor updates)
 
 
 class Perplexity(TypedDict, total=False):

@@ -17,7 +17,7 @@ from .config import BadInput, Cell, to_container
 from .measure import TimedRun, TokenCountError, run_timed
 from .perplexity import perplexity
 from .power import NoMeter, Sampler, idle_power, nvml, summarize
-from .power.energy import MIN_WINDOW_PERIODS
+from .power.energy import MIN_WINDOW_UPDATES, update_s
 from .progress import LiveLine
 from .schema import Perplexity, Power, Rep, Result
 from .session import Session
@@ -41,7 +41,7 @@ def timed_run(cell: Cell, session: Session, loaded: models.Loaded, prompts: torc
         idle = idle_power(meter, cell.meter, cell.power.name, measured=session.idle)
         sampler = Sampler(meter, cell.meter.rate_hz).start()
         live.sampler = sampler
-        min_seconds = max(min_seconds, MIN_WINDOW_PERIODS * sampler.period_s)  # enough samples and counter ticks
+        min_seconds = max(min_seconds, MIN_WINDOW_UPDATES * update_s(sampler))  # enough independent readings
     try:
         run = run_timed(loaded.model, loaded.tokenizer, prompts, cell.out_len, warmup=reps.warmup,
                         min_reps=reps.min_reps, min_seconds=min_seconds, max_reps=reps.max_reps,

@@ -1,11 +1,11 @@
 """FAKES, said plainly: stand-ins for Jetson hardware this machine does not have. Each copies the real
 interface (file names, units, command-line behaviour) of what it replaces:
-- a hwmon sysfs tree of INA3221 rails (inN_label, inN_input mV, currN_input mA), values changed by a writer;
-- the older iio layout (rail_name_N, in_power N_input mW);
+- the Jetson power sensors (INA3221 hwmon trees of an AGX Orin and an Orin NX, their averaging, jtop): in
+  tests/fake_jetson_power.py;
+- the older iio layout of INA3221 rails (JetPack 4: rail_name_N, in_powerN_input mW);
 - a powercap RAPL zone whose energy_uj counter wraps at max_energy_range_uj;
 - an `nvpmodel` executable on PATH that reads modes from an nvpmodel.conf fixture, answers -q like the
   real one ("NV Power Mode: NAME" then the id), records every call, and sets the online CPU cores;
-- a `jtop` module with the client's shape (jtop(interval).start/ok/power/close, JtopException);
 - a cell that ends its process with no Python exception, as bitsandbytes' LLM.int8 did on an H100;
 - a host that drifts: from its N-th generation on, every generation is slower (a sleep after generate);
 - a Jetson's root filesystem: /etc/nv_tegra_release as L4T writes it and NVIDIA's torch wheel as pip leaves it
@@ -18,60 +18,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
-
-AGX_ORIN_RAILS = {  # label -> (mV, mA) on i2c 1-0040 (three rails) and 1-0041 (one rail)
-    "VDD_GPU_SOC": (5000, 2000), "VDD_CPU_CV": (5000, 800), "VIN_SYS_5V0": (5000, 900),
-    "VDDQ_VDD2_1V8AO": (5000, 300)}
-
-
-def make_hwmon_tree(root: Path, rails: dict = AGX_ORIN_RAILS) -> dict[str, Path]:
-    """Returns {label: hwmon dir}. Rails spread over two chips like an AGX Orin, plus an unlabelled channel."""
-    dirs = {}
-    chips = {"1-0040": list(rails)[:3], "1-0041": list(rails)[3:]}
-    for chip, labels in chips.items():
-        hw = root / f"sys/bus/i2c/drivers/ina3221/{chip}/hwmon/hwmon{len(dirs)}"
-        hw.mkdir(parents=True)
-        for n, label in enumerate(labels, start=1):
-            (hw / f"in{n}_label").write_text(label + "\n")
-            mv, ma = rails[label]
-            (hw / f"in{n}_input").write_text(f"{mv}\n")
-            (hw / f"curr{n}_input").write_text(f"{ma}\n")
-            dirs[label] = (hw, n)
-        (hw / "in7_input").write_text("5000\n")  # the summing channel has no label: ignored
-    return dirs
-
-
-class HwmonWriter(threading.Thread):
-    """Changes one rail's current over time, as a loaded GPU would: ma(t) = base + slope * t."""
-
-    def __init__(self, channel: tuple, base_ma: float, slope_ma_per_s: float, period: float = 0.005):
-        super().__init__(daemon=True)
-        self.hw, self.n = channel
-        self.base, self.slope, self.period = base_ma, slope_ma_per_s, period
-        self.stop_event = threading.Event()
-        self.t0 = time.perf_counter()
-
-    def run(self):
-        while not self.stop_event.wait(self.period):
-            ma = self.base + self.slope * (time.perf_counter() - self.t0)
-            (self.hw / f"curr{self.n}_input").write_text(f"{int(ma)}\n")
-
-    def stop(self):
-        self.stop_event.set()
-        self.join()
-
-
-WRITER_SCRIPT = """
-import sys, time, math
-path, seconds = sys.argv[1], float(sys.argv[2])
-end = time.time() + seconds
-while time.time() < end:
-    open(path, "w").write(f"{int(2000 + 500 * math.sin(time.time() * 3))}\\n")
-    time.sleep(0.005)
-"""
 
 
 def make_iio_tree(root: Path, rails: dict[str, float]) -> None:
@@ -142,43 +90,6 @@ def make_jetson(root: Path, bin_dir: Path, start_id: int = 0, ignore_set: bool =
     exe.write_text(FAKE_NVPMODEL.format(python=sys.executable, root=str(root), cores=CORES))
     exe.chmod(0o755)
     return root / "fake_nvpmodel_calls.log"
-
-
-FAKE_JTOP = '''"""FAKE jetson-stats client for tests: the shape of jtop.jtop and jtop.JtopException."""
-import os, time
-
-
-class JtopException(Exception):
-    pass
-
-
-class jtop:
-    def __init__(self, interval=1.0):
-        self.interval = interval
-
-    def start(self):
-        if os.environ.get("FAKE_JTOP_SERVICE") == "down":
-            raise JtopException("The jtop.service is not active. Please run: sudo systemctl restart jtop.service")
-
-    def ok(self):
-        return True
-
-    @property
-    def power(self):
-        t = time.perf_counter()
-        gpu = 4000 + int(1000 * (t % 1.0))
-        return {"rail": {"VDD_GPU_SOC": {"online": True, "volt": 5000, "curr": gpu // 5, "power": gpu, "avg": 3000},
-                         "VDD_CPU_CV": {"online": True, "volt": 5000, "curr": 200, "power": 1000, "avg": 1000}},
-                "tot": {"power": gpu + 1000 + 2000, "avg": 6000}}
-
-    def close(self):
-        pass
-'''
-
-
-def install_fake_jtop(site: Path) -> None:
-    (site / "jtop").mkdir(parents=True)
-    (site / "jtop" / "__init__.py").write_text(FAKE_JTOP)
 
 
 class FakeNvml:

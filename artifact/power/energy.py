@@ -7,9 +7,16 @@ import statistics
 
 from .meters import Reading
 
-# The timed window of a cell with a power meter lasts at least this many sampler periods (50 at 10 Hz: 5 s),
-# so that it holds that many samples and, on NVML (a counter tick each 100 ms), about as many counter ticks.
-MIN_WINDOW_PERIODS = 50
+# The timed window of a cell with a power meter lasts at least this many independent sensor updates (the slower of
+# the sensor's update interval and the sampling period): 5 s on NVML (a new value and a counter tick each 100 ms),
+# 21.5 s on a JetPack 6 INA3221 (430 ms). The sampled energy's edge error is about 2 updates of the power's swing,
+# so 50 updates keep it near 4 % of the swing over the window.
+MIN_WINDOW_UPDATES = 50
+
+
+def update_s(sampler) -> float:
+    """The interval between independent readings in a sampler's trace: the sensor's update or the poll, the slower."""
+    return max(sampler.period_s, sampler.meter.update_s)
 
 
 class CoverageError(ValueError):
@@ -37,18 +44,21 @@ def integrate(ts: list[float], ws: list[float], t0: float, t1: float) -> float:
 
 
 def check_coverage(ts: list[float], ws: list[float], t0: float, t1: float, period_s: float, *,
-                   min_samples: int, max_gap_periods: float, stale_s: float | None) -> None:
+                   min_samples: int, max_gap_periods: float, stale_s: float | None, update_s: float = 0.0) -> None:
     """The rules that make a window's power numbers valid (else CoverageError, and the record says "invalid"
     with this reason instead of numbers):
-    1. at least `min_samples` samples inside [t0, t1] (meter.min_samples);
+    1. at least `min_samples` independent readings inside [t0, t1] (meter.min_samples): samples, and sensor updates
+       (the window over `update_s`, the sensor's update interval), whichever are fewer;
     2. no gap longer than `max_gap_periods` sampling periods between the window's edges and its samples
        (a stalled sensor or sampler);
     3. for windows of `stale_s` seconds or more, not one identical value throughout (a stale sensor; idle
        windows pass stale_s=None, since idle power may well be constant)."""
     inside = [i for i, t in enumerate(ts) if t0 <= t <= t1]
-    if len(inside) < min_samples:
-        raise CoverageError(f"{len(inside)} power samples in a {t1 - t0:.2f} s window, need >= {min_samples} "
-                            f"(sampling every {period_s:.3f} s): run longer (min_seconds) or sample faster")
+    updates = int((t1 - t0) / update_s) if update_s > 0 else len(inside)
+    if min(len(inside), updates) < min_samples:
+        raise CoverageError(f"{len(inside)} power samples and {updates} sensor updates (one per {update_s:.3f} s) in "
+                            f"a {t1 - t0:.2f} s window, need >= {min_samples} of each (sampling every "
+                            f"{period_s:.3f} s): run longer (min_seconds) or sample faster")
     max_gap = max_gap_periods * period_s
     edges = [t0] + [ts[i] for i in inside] + [t1]
     gap = max(b - a for a, b in zip(edges, edges[1:]))
@@ -67,7 +77,8 @@ def power_stats(values: list[float]) -> dict:
 
 
 def window(samples: list[Reading], t0: float, t1: float) -> dict:
-    """Power statistics, energy and per-rail breakdown of one window (coverage checked by the caller)."""
+    """Power statistics, energy and per-rail breakdown of one window (coverage checked by the caller), and on a
+    Jetson the same for jtop's `tot` figure (`jtop_tot`)."""
     ts = [s.t for s in samples]
     totals = [s.total_w for s in samples]
     inside = [s for s in samples if t0 <= s.t <= t1]
@@ -75,6 +86,11 @@ def window(samples: list[Reading], t0: float, t1: float) -> dict:
     # a short window (a prefill) may hold no sample: its energy is still interpolated, its stats absent
     out = {"seconds": t1 - t0, "power_w": power_stats([s.total_w for s in inside]) if inside else None,
            "energy_j": integrate(ts, totals, t0, t1), "rails": {}}
+    jtop = [s for s in samples if s.jtop_tot_w is not None]
+    if jtop:
+        out["jtop_tot"] = {"median_w": statistics.median(s.jtop_tot_w for s in jtop if t0 <= s.t <= t1)
+                           if any(t0 <= s.t <= t1 for s in jtop) else None,
+                           "energy_j": integrate([s.t for s in jtop], [s.jtop_tot_w for s in jtop], t0, t1)}
     for r in rails:
         pts = [(s.t, s.rails[r]) for s in samples if r in s.rails]
         rts, rws = [p[0] for p in pts], [p[1] for p in pts]
@@ -82,3 +98,22 @@ def window(samples: list[Reading], t0: float, t1: float) -> dict:
         out["rails"][r] = {"median_w": statistics.median(vals) if vals else None,
                            "energy_j": integrate(rts, rws, t0, t1)}
     return out
+
+
+def updates_seen(samples: list[Reading], t0: float, t1: float) -> int:
+    """How many times the total changed inside [t0, t1]: the sensor updates the trace shows (a check on update_s)."""
+    vals = [s.total_w for s in samples if t0 <= s.t <= t1]
+    return sum(a != b for a, b in zip(vals, vals[1:]))
+
+
+def sampled_energy_bound(samples: list[Reading], t0: float, t1: float, staleness_s: float, period_s: float) -> dict:
+    """How far the sampled energy of [t0, t1] may be from the true energy, where no counter corrects it. A reading
+    averages the power of a span that ends up to `staleness_s` before it is polled, and is polled up to one period
+    late; so the sampled trace is the true power shifted by at most staleness_s + 2 periods, and a shift by d changes
+    a window's energy by at most d x (highest - lowest power around it). The swing is taken from the readings, so a
+    swing faster than the sensor averages is not seen (it is averaged out of the energy as well)."""
+    shift = staleness_s + 2 * period_s
+    near = [s.total_w for s in samples if t0 - shift <= s.t <= t1 + 2 * period_s]
+    swing = max(near) - min(near) if near else None
+    return {"bound_j": shift * swing if swing is not None else None, "shift_s": shift, "swing_w": swing,
+            "bound_is": "sampled trace shifted by up to staleness + 2 sampling periods, times the power's swing"}

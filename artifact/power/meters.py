@@ -23,13 +23,22 @@ class Reading:
     t: float                                   # time.perf_counter() when read
     total_w: float
     rails: dict[str, float] = field(default_factory=dict)
+    jtop_tot_w: float | None = None            # Jetson meters: the figure jtop shows as `tot` (artifact.power.boards)
+
+
+# Polls per sensor update: twice sees every update within half an interval; faster only repeats values.
+OVERSAMPLE = 2
 
 
 class Meter(ABC):
-    """Base class. `period_s` is the fastest period the sensor really updates at (sampling faster
-    only repeats values)."""
+    """Base class. `update_s` is how often the sensor gives a new, independent reading (`update_source` says how
+    that is known); `period_s` the shortest sampling period worth using (update_s / OVERSAMPLE); `staleness_s` how far
+    back the power behind a reading may lie (an averaging sensor's reading ends up to one update late and averages
+    over one more). Window and coverage rules count independent updates, not polls."""
 
     name = "none"
+    update_s = 0.0                              # 0: every poll is a new reading
+    update_source = "every poll is a new reading (assumed)"
     period_s = 0.1
     has_counter = False
     host_wide = False   # reads the whole host or board (RAPL, INA3221, jtop): one cell at a time per host
@@ -56,8 +65,13 @@ class Meter(ABC):
                 return now(), value
         return now(), first  # a counter that never ticks: compared as read
 
+    @property
+    def staleness_s(self) -> float:
+        return 2 * self.update_s
+
     def describe(self) -> dict:
-        return {"meter": self.name, "period_s": self.period_s, "energy_counter": self.has_counter}
+        return {"meter": self.name, "period_s": self.period_s, "update_s": self.update_s,
+                "update_source": self.update_source, "energy_counter": self.has_counter}
 
     def claim_host(self) -> None:
         """For a host-wide meter: hold this host's meter lock (an flock, freed when the process ends) or raise
@@ -104,7 +118,8 @@ def make_meter(meter_cfg, device: str) -> Meter:
     """The meter named by conf/meter; `auto` tries ina3221 -> nvml -> rapl -> none."""
     from . import ina3221, jtop_meter, nvml, rapl
     builders = {"ina3221": lambda: ina3221.Ina3221Meter(meter_cfg.sysfs_root, list(meter_cfg.total_rails)),
-                "jtop": lambda: jtop_meter.JtopMeter(meter_cfg.jtop_interval_s),
+                "jtop": lambda: jtop_meter.JtopMeter(meter_cfg.jtop_interval_s, meter_cfg.sysfs_root,
+                                                     list(meter_cfg.total_rails)),
                 "nvml": lambda: nvml.NvmlMeter(nvml.cuda_uuid(device), meter_cfg.nvml_field,
                                                nvml.cuda_pci_address(device)),
                 "rapl": lambda: rapl.RaplMeter(meter_cfg.sysfs_root, meter_cfg.rapl_domains),

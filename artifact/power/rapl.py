@@ -11,6 +11,8 @@ class RaplMeter(Meter):
     host_wide = True
     name = "rapl"
     period_s = 0.05  # counters update every ~1 ms, but slopes over shorter spans are noisy
+    update_s = 0.05  # a reading is the counter's slope since the last poll: every poll is a new reading
+    update_source = "RAPL counters move about every 1 ms; each reading is the slope since the previous poll"
     has_counter = True
 
     def __init__(self, sysfs_root: str = "/", domains: str = "package"):

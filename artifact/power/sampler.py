@@ -53,9 +53,12 @@ class Sampler:
         return (len(self.samples) - 1) / (self.samples[-1].t - self.samples[0].t)
 
     def trace_rows(self) -> list[dict]:
+        """power.csv: time, total, every rail and, on a Jetson, jtop's `tot` figure (jtop_tot_w)."""
         rails = sorted({r for s in self.samples for r in s.rails})
-        return [{"t": f"{s.t:.6f}", "total_w": f"{s.total_w:.4f}", **{f"{r}_w": f"{s.rails.get(r, float('nan')):.4f}"
-                                                                      for r in rails}} for s in self.samples]
+        jtop = any(s.jtop_tot_w is not None for s in self.samples)
+        return [{"t": f"{s.t:.6f}", "total_w": f"{s.total_w:.4f}",
+                 **{f"{r}_w": f"{s.rails.get(r, float('nan')):.4f}" for r in rails},
+                 **({"jtop_tot_w": f"{s.jtop_tot_w:.4f}"} if jtop else {})} for s in self.samples]
 
     def mark_rows(self) -> list[dict]:
         return [{"phase": name, "t": f"{t:.6f}"} for name, t in self.marks]

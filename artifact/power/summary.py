@@ -6,7 +6,7 @@ import statistics
 import time
 
 from ..schema import Power, Rep, Tokens
-from .energy import CoverageError, check_coverage, window
+from .energy import CoverageError, check_coverage, sampled_energy_bound, update_s, updates_seen, window
 from .meters import Meter
 from .sampler import Sampler
 
@@ -28,7 +28,7 @@ def idle_power(meter: Meter, meter_cfg, mode: str, *, measured: dict) -> dict:
     try:
         check_coverage([s.t for s in sampler.samples], [s.total_w for s in sampler.samples], t0, t1,
                        sampler.period_s, min_samples=meter_cfg.min_samples, max_gap_periods=meter_cfg.max_gap_periods,
-                       stale_s=None)  # idle power may well be constant
+                       stale_s=None, update_s=update_s(sampler))  # idle power may well be constant
     except CoverageError as e:
         return {"status": "invalid", "reason": str(e)}
     w = window(sampler.samples, t0, t1)
@@ -44,7 +44,9 @@ def summarize(sampler: Sampler, reps: list[Rep], idle: dict, meter_cfg, tokens: 
     ticks just before and after the timed window, and the sampled power (trapezoid) apportions that energy to
     the window, each repetition, prefill and decode; `source` says "counter", and the raw trapezoid stays in
     the record as the check (sampled_timed_j, sampled_vs_counter_rel over exactly the counter's interval).
-    Without a counter (INA3221, jtop) the trapezoid is the number (`source` "samples")."""
+    Without a counter (INA3221, jtop) the trapezoid is the number (`source` "samples"), with the bound the sensor's
+    timing puts on it (`bound_j`: artifact.power.energy.sampled_energy_bound). The window's independent sensor updates
+    (`timed.updates`, from the update interval) and the changes the trace shows (`timed.updates_seen`) are kept."""
     meter = sampler.meter
     out: Power = {"meter": meter.describe(), "rate_hz_requested": meter_cfg.rate_hz,
                   "rate_hz_achieved": sampler.achieved_rate_hz(), "samples_total": len(sampler.samples),
@@ -55,10 +57,11 @@ def summarize(sampler: Sampler, reps: list[Rep], idle: dict, meter_cfg, tokens: 
     ts, ws = [s.t for s in sampler.samples], [s.total_w for s in sampler.samples]
     try:
         check_coverage(ts, ws, t0, t1, sampler.period_s, min_samples=meter_cfg.min_samples,
-                       max_gap_periods=meter_cfg.max_gap_periods, stale_s=meter_cfg.stale_s)
+                       max_gap_periods=meter_cfg.max_gap_periods, stale_s=meter_cfg.stale_s, update_s=update_s(sampler))
     except CoverageError as e:
         return {**out, "status": "invalid", "reason": str(e)}
     timed_window = window(sampler.samples, t0, t1)
+    timed_window.update(updates=int((t1 - t0) / update_s(sampler)), updates_seen=updates_seen(sampler.samples, t0, t1))
     out.update(status="ok", timed=timed_window)
     counter = _counter(sampler)
     scale = counter["counter_j"] / counter["sampled_over_counter_interval_j"] if counter else 1.0
@@ -74,6 +77,10 @@ def summarize(sampler: Sampler, reps: list[Rep], idle: dict, meter_cfg, tokens: 
         "decode_j": decode, "per_token_j": timed_j / all_tokens,
         "per_generated_token_j": timed_j / (tokens["generated_per_rep"] * n_reps),
         "sampled_timed_j": timed_window["energy_j"]}
+    if not counter:
+        out["energy"].update(sampled_energy_bound(sampler.samples, t0, t1, meter.staleness_s, sampler.period_s))
+    if "jtop_tot" in timed_window:
+        out["energy"]["jtop_tot_per_token_j"] = timed_window["jtop_tot"]["energy_j"] / all_tokens
     if idle.get("status") == "ok":
         net = timed_j - idle["power_w"]["median"] * timed_window["seconds"]
         out["energy"].update(net_j=net, net_per_token_j=net / all_tokens, idle_power_w=idle["power_w"]["median"])

@@ -52,6 +52,11 @@ COLUMNS = [
     ("energy_per_token_low_j", "interval of the median energy per token over rounds (rounds design)"),
     ("energy_per_token_high_j", ""),
     ("net_energy_per_token_j", "minus idle power"),
+    ("energy_bound_rel", "no energy counter (a Jetson): how far the sampled energy may be off, from the sensor's "
+                         "update interval, relative"),
+    ("power_median_jtop_tot_w", "a Jetson: median of jtop's `tot` (the paper's figure: on an AGX Orin the plain sum "
+                                "of the four rails, which counts the DDR rail twice)"),
+    ("energy_per_token_jtop_tot_j", "a Jetson: energy per token by jtop's `tot`"),
     ("decode_bw_fraction", "decode: (weights + KV read per step) / step time / peak memory bandwidth (roofline.py)"),
     ("prefill_flops_fraction", "prefill: FLOPs / TTFT / peak dense FLOP/s at the compute dtype (roofline.py)"),
     ("peaks", "where the peaks came from: a conf/devices.yaml entry or a probe"),
@@ -149,6 +154,7 @@ def row_from_record(folder: Path) -> dict:
         "idle_power_w": idle_power.get("median"),
         "energy_j": energy.get("per_rep_j_median"), "energy_per_token_j": energy.get("per_token_j"),
         "net_energy_per_token_j": energy.get("net_per_token_j"), **_power_spread(folder, energy, config), **roof,
+        **_sensor_columns(power),
         "power_low_w": (timed_power.get("interval") or {}).get("low"),
         "power_high_w": (timed_power.get("interval") or {}).get("high"),
         "energy_per_token_low_j": ((energy.get("per_token_j_rounds") or {}).get("interval") or {}).get("low"),
@@ -165,6 +171,18 @@ def row_from_record(folder: Path) -> dict:
         "git_sha": _git_sha(prov), "cell_hash": result["cell_hash"],
         "record": f"traces/{folder.parent.name}/{folder.name}",
     }
+
+
+def _sensor_columns(power: dict) -> dict:
+    """The energy bound of a meter with no counter, and jtop's `tot` figure on a Jetson (a back-to-back record keeps
+    them per window, a rounds record over its visits)."""
+    energy, timed = power.get("energy") or {}, power.get("timed") or {}
+    bound = energy.get("bound_rel")
+    if bound is None and energy.get("bound_j") is not None:
+        bound = energy["bound_j"] / energy["timed_j"]
+    jtop = (timed.get("jtop_tot") or {}).get("median_w") or (timed.get("jtop_tot_w") or {}).get("median")
+    return {"energy_bound_rel": bound, "power_median_jtop_tot_w": jtop,
+            "energy_per_token_jtop_tot_j": energy.get("jtop_tot_per_token_j")}
 
 
 def _design(result: dict) -> dict:
