@@ -21,6 +21,7 @@ from .atomic import atomic_folder
 from .config import EMBEDDED_MODEL, BadInput, Cell, to_container
 
 PROVENANCE = "provenance.json"
+BUILD = "build.json"  # when, where, how long: left out of what DVC versions (.dvcignore), so a rebuild matches
 
 
 class Weights(NamedTuple):
@@ -32,8 +33,9 @@ class Weights(NamedTuple):
 
 def prepared(target: Path, build: Callable[[Path], dict]) -> Path:
     """The folder `target`, built once: build(tmp) writes the files and returns their provenance, which is saved
-    beside them as provenance.json (with the time the build took), and the folder appears in one rename.
-    A crash or Ctrl-C leaves nothing; a folder without provenance.json is not a finished one and is built again."""
+    beside them as provenance.json (with the torch and transformers that built them) and build.json (when, on which
+    host, how long), and the folder appears in one rename. A crash or Ctrl-C leaves nothing; a folder without
+    provenance.json is not a finished one and is built again."""
     if (target / PROVENANCE).is_file():
         return target
     from transformers.utils import logging as hf_logging
@@ -41,10 +43,10 @@ def prepared(target: Path, build: Callable[[Path], dict]) -> Path:
     try:
         with atomic_folder(target, prefix=f".{target.name}-") as tmp:
             start = time.time()
-            info = build(tmp)
-            info = {**info, "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "seconds": round(time.time() - start, 1), "host": platform.node(), "torch": torch.__version__,
-                    "transformers": version("transformers")}
+            info = {**build(tmp), "torch": torch.__version__, "transformers": version("transformers")}
+            when = {"built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.time() - start, 1),
+                    "host": platform.node()}
+            (tmp / BUILD).write_text(json.dumps(when, indent=2) + "\n")
             (tmp / PROVENANCE).write_text(json.dumps(info, indent=2) + "\n")
     except OSError:
         if not (target / PROVENANCE).is_file():
@@ -54,8 +56,12 @@ def prepared(target: Path, build: Callable[[Path], dict]) -> Path:
 
 
 def provenance_of(folder: Path) -> dict:
-    path = Path(folder) / PROVENANCE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """What a prepared folder says about itself: provenance.json and, where present, build.json."""
+    out = {}
+    for name in (PROVENANCE, BUILD):
+        if (Path(folder) / name).is_file():
+            out.update(json.loads((Path(folder) / name).read_text()))
+    return out
 
 
 # ---------------------------------------------------------------- the embedded GGUF

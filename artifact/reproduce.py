@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="auto", help="auto (from the hardware) | paper | gpu | smoke")
     ap.add_argument("--no-report", action="store_true", help="run the experiments only")
     ap.add_argument("--list", action="store_true", help="print each experiment's command; run nothing")
-    ap.add_argument("--traces-dir", default="traces")
+    ap.add_argument("--traces-dir", default="traces", help="traces (default: the shipped records of every profile are "
+                    "restored into it first) or another folder, which starts empty (a second run kept apart)")
     ap.add_argument("--out", default="paper", help="where the report writes (default paper/<profile>/)")
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -98,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{p.name}: {what}")
         return 0
     started = time.monotonic()
+    if args.traces_dir == "traces":  # a second run kept apart (--traces-dir traces-NAME) starts empty
+        from .report import archive
+        restored = archive.restore(Path(args.out), Path(args.traces_dir))
+        if restored:
+            print(f"{restored} shipped records restored into traces/ from {args.out}/*/{archive.NAME} (measured: "
+                  f"not measured again)", flush=True)
     failed = []
     try:
         for i, p in enumerate(plans):

@@ -4,6 +4,7 @@ GPTQ cannot run. GPTQ itself needs CUDA: it was run on an H100 (numbers in the i
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -52,7 +53,8 @@ def test_a_build_that_fails_leaves_nothing_and_the_next_call_builds_again(tmp_pa
     (tmp_path / "m").mkdir()  # a folder without provenance.json (an older layout, a copy cut short) ...
     (tmp_path / "m" / "stale.bin").write_bytes(b"old")
     built = checkpoints.prepared(tmp_path / "m", lambda tmp: (tmp / "new.bin").write_bytes(b"n") and {"kind": "test"})
-    assert sorted(p.name for p in built.iterdir()) == ["new.bin", "provenance.json"]  # ... is built again
+    assert sorted(p.name for p in built.iterdir()) == ["build.json", "new.bin", "provenance.json"]  # ... built again
+    assert set(json.loads((built / "build.json").read_text())) == {"built_at", "seconds", "host"}  # not in the lock
 
 
 def test_the_converted_gguf_carries_its_provenance(models_dir):

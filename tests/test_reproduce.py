@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from artifact import experiments
+from artifact import checkpoints, experiments
 from artifact.report import claims, results
 from conftest import REPO
 from fakes import crashing_cell_env
@@ -214,8 +214,8 @@ def test_the_quantize_stage_versions_models_and_the_records_name_their_provenanc
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]["quantize"]
     [out] = lock["outs"]
     assert out["path"] == "models" and out["md5"].endswith(".dir") and out["nfiles"] >= 5
-    prov = json.loads((root / "models" / "smollm2-135m" / "provenance.json").read_text())
-    assert prov["kind"] == "gguf-conversion"
+    prov = checkpoints.provenance_of(root / "models" / "smollm2-135m")  # provenance.json with build.json
+    assert prov["kind"] == "gguf-conversion" and "built_at" in prov
     for rec in (root / "traces" / "precision_sweep").glob("*/result.json"):
         assert json.loads(rec.read_text())["prepared"] == prov
 
@@ -232,6 +232,27 @@ def test_push_then_pull_restores_the_records_and_the_models(pipeline):
     assert sorted(p.relative_to(root) for p in (root / "traces").rglob("result.json")) == before
     assert (root / "models" / "smollm2-135m" / "model.safetensors").read_bytes() == weights
     assert "Data and pipelines are up to date" in sh(f"{BIN}/dvc repro", root, env).stdout
+
+
+def test_a_fresh_clone_reproduces_from_the_shipped_records_and_keeps_the_lock(tmp_path, data_dir):
+    """What `make reproduce` does in a fresh clone on this kind of host: the shipped records of every profile are
+    restored into traces/ (none is measured again), the models are converted again, and dvc.lock, params.yaml and
+    paper/ come out exactly as committed. On a host of another CPU model the smoke cells are new ones (the hardware
+    is in their identity): measuring them is right there, and the lock changes by design."""
+    from artifact.provenance import hardware_class
+    shipped = {r["hardware"] for r in read(REPO / "paper" / "smoke" / "results.csv")}
+    if shipped != {hardware_class("cpu")}:
+        pytest.skip(f"the shipped smoke records were measured on {shipped}, this host is {hardware_class('cpu')!r}")
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(REPO), str(clone)], tmp_path)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+           "PATH": f"{BIN}:{os.environ['PATH']}", "ARTIFACT_DATA_DIR": str(data_dir),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{clone / 'mlflow.db'}"}
+    sh(f"{BIN}/python -m artifact.experiments --set-profile auto", clone, env)
+    out = sh(f"{BIN}/dvc repro report", clone, env, timeout=1500)
+    assert "shipped records restored into traces/" in out.stdout and "[round " not in out.stdout  # nothing measured
+    changed = sh(["git", "status", "--porcelain", "--", "dvc.lock", "params.yaml", "paper"], clone).stdout
+    assert changed == "", f"a fresh clone changed what it should reproduce:\n{changed}"
 
 
 def test_report_run_in_mlflow_holds_the_outputs(pipeline):

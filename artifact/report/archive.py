@@ -8,6 +8,7 @@ the same records give the same bytes."""
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -39,3 +40,34 @@ def unpack(path: Path, dest: Path) -> Path:
     with tarfile.open(path, "r:xz") as tar:
         tar.extractall(dest, filter="data")
     return dest / "traces"
+
+
+def restore(paper_dir: Path, traces_dir: Path) -> int:
+    """Put every shipped profile's records (paper/*/records.tar.xz) that traces_dir lacks into it, so a fresh clone
+    counts them as measured and its traces/ holds what the committed dvc.lock describes. A record folder that exists
+    is never touched (a new one appears whole, by a rename); each study's canary log becomes the union of its lines
+    and the archives', in time order. Returns how many records were added."""
+    records: dict[Path, dict[str, bytes]] = {}
+    logs: dict[Path, set[str]] = {}
+    for path in sorted(Path(paper_dir).glob(f"*/{NAME}")):
+        with tarfile.open(path, "r:xz") as tar:
+            for m in tar.getmembers():
+                parts, data = Path(m.name).parts, tar.extractfile(m).read()  # traces/<study>/[<hash>/]<file>
+                if len(parts) == 3 and parts[2] == CANARY:
+                    logs.setdefault(traces_dir / parts[1] / CANARY, set()).update(data.decode().splitlines())
+                elif not (traces_dir / parts[1] / parts[2]).exists():
+                    records.setdefault(traces_dir / parts[1] / parts[2], {})[parts[3]] = data
+    for record, files in records.items():
+        tmp = record.with_name(f".tmp-restore-{record.name}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        tmp.rename(record)
+    for log, lines in logs.items():
+        if log.is_file():
+            lines |= set(log.read_text().splitlines())
+        ordered = sorted((line for line in lines if line.strip()), key=lambda line: (json.loads(line)["t_wall"], line))
+        tmp = log.with_name(log.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in ordered))
+        tmp.replace(log)
+    return len(records)
