@@ -9,8 +9,8 @@ from .meters import Reading
 
 # The timed window of a cell with a power meter lasts at least this many independent sensor updates (the slower of
 # the sensor's update interval and the sampling period): 5 s on NVML (a new value and a counter tick each 100 ms),
-# 21.5 s on a JetPack 6 INA3221 (430 ms). The sampled energy's edge error is about 2 updates of the power's swing,
-# so 50 updates keep it near 4 % of the swing over the window.
+# 21.5 s on a JetPack 6 INA3221 (430 ms). Without a counter the sampled energy may be off by up to about 3 updates
+# of the power's swing (sampled_energy_bound), so 50 updates keep that within about 6 % of the swing over the window.
 MIN_WINDOW_UPDATES = 50
 
 
@@ -88,8 +88,8 @@ def window(samples: list[Reading], t0: float, t1: float) -> dict:
            "energy_j": integrate(ts, totals, t0, t1), "rails": {}}
     jtop = [s for s in samples if s.jtop_tot_w is not None]
     if jtop:
-        out["jtop_tot"] = {"median_w": statistics.median(s.jtop_tot_w for s in jtop if t0 <= s.t <= t1)
-                           if any(t0 <= s.t <= t1 for s in jtop) else None,
+        jtop_inside = [s.jtop_tot_w for s in jtop if t0 <= s.t <= t1]
+        out["jtop_tot"] = {"median_w": statistics.median(jtop_inside) if jtop_inside else None,
                            "energy_j": integrate([s.t for s in jtop], [s.jtop_tot_w for s in jtop], t0, t1)}
     for r in rails:
         pts = [(s.t, s.rails[r]) for s in samples if r in s.rails]
