@@ -8,7 +8,7 @@ import time
 
 from .config import BadInput, load_group, resolve_device
 from .power import Sampler, make_meter, window
-from .power.energy import update_s, updates_seen
+from .power.energy import independent_updates, update_s, updates_seen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,9 +63,8 @@ def _show(meter, meter_cfg, seconds: float) -> int:
     if c0 is not None and c1 is not None:
         line += f" (energy counter {c1 - c0:.2f} J)"
     print(line)
-    every = update_s(sampler)
-    print(f"{int((t1 - t0) / every)} independent readings (one per {every:.3f} s: {meter.update_source}); "
-          f"the total changed {updates_seen(sampler.samples, t0, t1)} times")
+    print(f"{independent_updates(sampler, t0, t1)} independent readings (one per {update_s(sampler):.3f} s: "
+          f"{meter.update_source}); the total changed {updates_seen(sampler.samples, t0, t1)} times")
     if "jtop_tot" in w:
         print(f"module total ({', '.join(info['total_rails'])}): median {w['power_w']['median']:.2f} W; "
               f"jtop's tot (the paper's figure): median {w['jtop_tot']['median_w']:.2f} W")

@@ -321,7 +321,7 @@ def _visit_power(power: dict | None) -> dict:
     energy, timed = power["energy"], power["timed"]
     stats = timed["power_w"] or {}
     sensor = {"updates": timed.get("updates"), "updates_seen": timed.get("updates_seen"),
-              "bound_rel": energy["bound_j"] / energy["timed_j"] if energy.get("bound_j") is not None else None,
+              "bound_rel": energy.get("bound_rel"),
               "jtop_tot_median_w": (timed.get("jtop_tot") or {}).get("median_w"),
               "jtop_tot_per_token_j": energy.get("jtop_tot_per_token_j")}
     return {"status": "ok", "median_w": stats.get("median"), "mean_w": stats.get("mean"), "samples": stats.get("n"),
@@ -377,7 +377,8 @@ def _power(m: Member) -> dict:
     if any("bound_rel" in p for p in ok):  # no counter: the worst visit's bound from the sensor's timing
         energy["bound_rel"] = max(p.get("bound_rel", 0.0) for p in ok)
     if all("jtop_tot_median_w" in p for p in ok):  # a Jetson: jtop's `tot` figure beside the module total
-        timed["jtop_tot_w"] = round_summary([p["jtop_tot_median_w"] for p in ok])
+        spread = round_summary([p["jtop_tot_median_w"] for p in ok])
+        timed["jtop_tot"] = {"median_w": spread["median"], "power_w": spread}
         energy["jtop_tot_per_token_j"] = statistics.median(p["jtop_tot_per_token_j"] for p in ok)
     return {"status": "ok", **meter, "timed": timed, "energy": energy, "visits_ok": len(ok),
             "visits_not_ok": len(visits) - len(ok)}

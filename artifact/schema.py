@@ -122,6 +122,7 @@ class Energy(TypedDict, total=False):
     shift_s: float               # ... the largest time shift of the sampled trace behind it
     swing_w: float               # ... the power's swing around the window
     bound_is: str
+    bound_rel: Optional[float]   # ... bound_j / timed_j (a rounds record: the worst visit's)
     jtop_tot_per_token_j: float  # Jetson: energy per token by jtop's `tot` figure
 
 

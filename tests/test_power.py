@@ -20,6 +20,7 @@ from artifact.power.jtop_meter import JtopMeter
 from artifact.power.meters import Meter, MeterError, Reading, make_meter
 from artifact.power.modes import PowerModeError, PowerModes
 from artifact.power.rapl import RaplMeter
+from artifact.report import results
 from conftest import FAST
 from fake_jetson_power import install_fake_jtop, make_board, start_writer
 from fakes import make_iio_tree, make_jetson, make_rapl_zone
@@ -419,6 +420,9 @@ def test_cell_on_a_fake_jetson_end_to_end(cli, tmp_path, board):
     everything = fjp.true_energy(board, list(fjp.LOADS[board]), t0, t1)
     jtop_truth = everything if board == "agx-orin-64gb" else truth  # jtop's tot: plain sum on the AGX Orin
     assert abs(p["timed"]["jtop_tot"]["energy_j"] - jtop_truth) <= e["bound_j"] * jtop_truth / truth
+    row = results.row_from_record(rec)  # the results columns read what the record holds
+    assert row["energy_bound_rel"] == pytest.approx(e["bound_j"] / e["timed_j"])
+    assert row["power_median_jtop_tot_w"] == p["timed"]["jtop_tot"]["median_w"]
     trace = (rec / "power.csv").read_text().splitlines()
     assert trace[0] == "t,total_w," + ",".join(sorted(f"{r}_w" for r in fjp.LOADS[board])) + ",jtop_tot_w"
     if mode:
@@ -439,6 +443,29 @@ def test_power_mode_off_a_jetson_is_one_line(cli):
     out = cli.run(*FAST, "power=30W")
     assert out.returncode == 2 and out.stderr.strip().startswith("error: power=30W needs a Jetson")
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_rounds_keep_the_energy_bound_and_jtops_figure_over_visits():
+    """A rounds record of a Jetson cell: each visit keeps its bound and jtop's `tot`; the cell reports the worst
+    visit's bound and jtop's figure in the shape a back-to-back window has, which the results columns read."""
+    import types
+
+    from artifact.rounds import _power, _visit_power
+
+    def visit(watts: float, jtop_w: float, bound_rel: float) -> dict:
+        timed = {"power_w": {"median": watts, "mean": watts, "n": 100}, "updates": 50, "updates_seen": 49,
+                 "jtop_tot": {"median_w": jtop_w, "energy_j": 2 * jtop_w}}
+        energy = {"per_rep_j_median": watts, "per_token_j": watts / 100, "source": "samples", "timed_j": 2 * watts,
+                  "bound_j": bound_rel * 2 * watts, "bound_rel": bound_rel, "jtop_tot_per_token_j": jtop_w / 100}
+        return {"power": _visit_power({"status": "ok", "timed": timed, "energy": energy, "min_window_s": 21.5})}
+
+    m = types.SimpleNamespace(visits=[visit(17.0, 18.5, 0.03), visit(19.0, 20.5, 0.05), visit(18.0, 19.5, 0.04)],
+                              result={})
+    power = _power(m)
+    assert power["energy"]["bound_rel"] == 0.05 and power["timed"]["jtop_tot"]["median_w"] == 19.5
+    assert power["timed"]["jtop_tot"]["power_w"]["interval"]["low"] == 18.5
+    assert power["energy"]["jtop_tot_per_token_j"] == pytest.approx(0.195)
+    assert all(v["power"]["updates"] == 50 for v in m.visits)
 
 
 def test_meter_cli_on_the_agx_orin_fake(tmp_path, data_dir):

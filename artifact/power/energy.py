@@ -19,6 +19,11 @@ def update_s(sampler) -> float:
     return max(sampler.period_s, sampler.meter.update_s)
 
 
+def independent_updates(sampler, t0: float, t1: float) -> int:
+    """How many independent readings the sampler's sensor gives in [t0, t1] (from its update interval)."""
+    return int((t1 - t0) / update_s(sampler))
+
+
 class CoverageError(ValueError):
     """Too few samples, a gap, or a stale sensor: the window's power numbers are invalid."""
 

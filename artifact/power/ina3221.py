@@ -48,10 +48,10 @@ def find_channels(root: Path) -> tuple[dict[str, tuple], dict[str, dict]]:
     for dev in sorted(root.glob("sys/bus/i2c/drivers/ina3221x/*/iio:device*")):
         rails = []
         for label_file in sorted(dev.glob("rail_name_*")):
-            power = dev / f"in_power{label_file.name.rsplit('_', 1)[1]}_input"
+            label, power = label_file.read_text().strip(), dev / f"in_power{label_file.name.rsplit('_', 1)[1]}_input"
             if power.is_file():
-                channels[label_file.read_text().strip()] = ("iio", power)
-                rails.append(label_file.read_text().strip())
+                channels[label] = ("iio", power)
+                rails.append(label)
         chips[dev.parent.name] = {"iio": dev.name, "rails": rails}
     return channels, chips
 

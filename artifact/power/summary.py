@@ -6,7 +6,15 @@ import statistics
 import time
 
 from ..schema import Power, Rep, Tokens
-from .energy import CoverageError, check_coverage, sampled_energy_bound, update_s, updates_seen, window
+from .energy import (
+    CoverageError,
+    check_coverage,
+    independent_updates,
+    sampled_energy_bound,
+    update_s,
+    updates_seen,
+    window,
+)
 from .meters import Meter
 from .sampler import Sampler
 
@@ -61,7 +69,8 @@ def summarize(sampler: Sampler, reps: list[Rep], idle: dict, meter_cfg, tokens: 
     except CoverageError as e:
         return {**out, "status": "invalid", "reason": str(e)}
     timed_window = window(sampler.samples, t0, t1)
-    timed_window.update(updates=int((t1 - t0) / update_s(sampler)), updates_seen=updates_seen(sampler.samples, t0, t1))
+    timed_window.update(updates=independent_updates(sampler, t0, t1),
+                        updates_seen=updates_seen(sampler.samples, t0, t1))
     out.update(status="ok", timed=timed_window)
     counter = _counter(sampler)
     scale = counter["counter_j"] / counter["sampled_over_counter_interval_j"] if counter else 1.0
@@ -78,7 +87,8 @@ def summarize(sampler: Sampler, reps: list[Rep], idle: dict, meter_cfg, tokens: 
         "per_generated_token_j": timed_j / (tokens["generated_per_rep"] * n_reps),
         "sampled_timed_j": timed_window["energy_j"]}
     if not counter:
-        out["energy"].update(sampled_energy_bound(sampler.samples, t0, t1, meter.staleness_s, sampler.period_s))
+        bound = sampled_energy_bound(sampler.samples, t0, t1, meter.staleness_s, sampler.period_s)
+        out["energy"].update(bound, bound_rel=bound["bound_j"] / timed_j if bound["bound_j"] is not None else None)
     if "jtop_tot" in timed_window:
         out["energy"]["jtop_tot_per_token_j"] = timed_window["jtop_tot"]["energy_j"] / all_tokens
     if idle.get("status") == "ok":

@@ -65,11 +65,12 @@ def restore(paper_dir: Path, traces_dir: Path) -> int:
     for path in sorted(Path(paper_dir).glob(f"*/{NAME}")):
         with tarfile.open(path, "r:xz") as tar:
             for m in tar.getmembers():
-                parts, data = Path(m.name).parts, tar.extractfile(m).read()  # traces/<study>/[<hash>/]<file>
+                parts = Path(m.name).parts  # traces/<study>/[<hash>/]<file>
                 if len(parts) == 3 and parts[2] == CANARY:
-                    logs.setdefault(traces_dir / parts[1] / CANARY, set()).update(data.decode().splitlines())
-                elif not (traces_dir / parts[1] / parts[2]).exists():
-                    records.setdefault(traces_dir / parts[1] / parts[2], {})[parts[3]] = data
+                    lines = tar.extractfile(m).read().decode().splitlines()
+                    logs.setdefault(traces_dir / parts[1] / CANARY, set()).update(lines)
+                elif not (traces_dir / parts[1] / parts[2]).exists():  # read only what is missing
+                    records.setdefault(traces_dir / parts[1] / parts[2], {})[parts[3]] = tar.extractfile(m).read()
     for record, files in records.items():
         tmp = record.with_name(f".tmp-restore-{record.name}")
         tmp.mkdir(parents=True, exist_ok=True)

@@ -174,14 +174,10 @@ def row_from_record(folder: Path) -> dict:
 
 
 def _sensor_columns(power: dict) -> dict:
-    """The energy bound of a meter with no counter, and jtop's `tot` figure on a Jetson (a back-to-back record keeps
-    them per window, a rounds record over its visits)."""
+    """The energy bound of a meter with no counter, and jtop's `tot` figure on a Jetson."""
     energy, timed = power.get("energy") or {}, power.get("timed") or {}
-    bound = energy.get("bound_rel")
-    if bound is None and energy.get("bound_j") is not None:
-        bound = energy["bound_j"] / energy["timed_j"]
-    jtop = (timed.get("jtop_tot") or {}).get("median_w") or (timed.get("jtop_tot_w") or {}).get("median")
-    return {"energy_bound_rel": bound, "power_median_jtop_tot_w": jtop,
+    return {"energy_bound_rel": energy.get("bound_rel"),
+            "power_median_jtop_tot_w": (timed.get("jtop_tot") or {}).get("median_w"),
             "energy_per_token_jtop_tot_j": energy.get("jtop_tot_per_token_j")}
 
 
