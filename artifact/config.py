@@ -167,6 +167,8 @@ class RunConfig:
     warmup_tokens: Optional[int] = 16   # rounds design: tokens each visit's warm-up generates (null: the full output)
     canary_seconds: float = 1.0         # rounds design: each drift probe's length (0: no canary)
     force: bool = False
+    reuse_twins: bool = True            # adopt the record of the same cell from another study; false measures it
+                                        # again (a second run as its own study: conf/experiment/batch_sweep_rerun)
     batch_ladder: bool = False          # a batch that runs out of memory implies OOM for the larger batches
     cells: Optional[str] = None         # a launcher job's cells, 'k=v k=v;k=v k=v' (written by artifact.launch)
     traces_dir: str = "traces"
@@ -438,6 +440,7 @@ class Cell:
     seed: int
     study: str
     force: bool
+    reuse_twins: bool                   # the record of the same cell in another study is adopted, not re-measured
     batch_ladder: bool                  # larger batches than one that ran out of memory are OOM by implication
     models_dir: Path
     data_dir: Path
@@ -473,7 +476,8 @@ def resolve(cfg: DictConfig) -> Cell:
         batch_size=cfg.batch_size, seq_len=cfg.seq_len, in_len=in_len, out_len=out_len,
         repetitions=Repetitions(cfg.warmup, cfg.min_reps, cfg.min_seconds, cfg.max_reps),
         design=Design(cfg.design, cfg.rounds, cfg.warmup_tokens, cfg.canary_seconds),
-        seed=cfg.seed, study=cfg.study, force=cfg.force, batch_ladder=cfg.batch_ladder,
+        seed=cfg.seed, study=cfg.study, force=cfg.force, reuse_twins=cfg.reuse_twins,
+        batch_ladder=cfg.batch_ladder,
         models_dir=Path(os.path.expanduser(str(cfg.models_dir))),
         data_dir=Path(os.path.expanduser(str(cfg.data_dir))), traces_dir=Path(os.path.expanduser(str(cfg.traces_dir))))
 

@@ -29,8 +29,8 @@ SCHEMA = 1            # records of the back-to-back design (result.json without 
 ROUNDS_SCHEMA = 2     # records of the rounds design: every visit kept (artifact.rounds)
 FINISHED = ("ok", "oom")  # statuses that count as done; an error is retried on the next run
 # Config keys that do not change a result, so they are not part of a cell's identity.
-NOT_IDENTITY = ("study", "profile", "force", "batch_ladder", "traces_dir", "models_dir", "data_dir", "tracking",
-                "device", "cells", "rounds", "canary_seconds")
+NOT_IDENTITY = ("study", "profile", "force", "reuse_twins", "batch_ladder", "traces_dir", "models_dir", "data_dir",
+                "tracking", "device", "cells", "rounds", "canary_seconds")
 # Knobs of the rounds design: not in a back-to-back cell's identity, so those keep the hashes they had before it.
 ROUNDS_KNOBS = ("design", "warmup_tokens")
 # Power-mode keys that describe rather than set the mode.

@@ -98,7 +98,7 @@ def _claim(cell: Cell, session: Session, held: contextlib.ExitStack) -> Member |
     if not lock:
         print(f"{name}: another process is measuring it ({store.path(key)}), skipped", flush=True)
         return None
-    twin = None if cell.force else store.twin(key, rounds)
+    twin = None if cell.force or not cell.reuse_twins else store.twin(key, rounds)
     if twin is not None:
         result = store.adopt(key, twin, cell.config)
         print(f"{name}: the same cell was measured in study {twin.parent.name} ({twin}); its record is reused "

@@ -70,7 +70,7 @@ def run_cell(cell: Cell, session: Session) -> tuple[str, bool]:
             print(f"{name}: done already ({store.path(key)}), skipped; force=true re-runs it", flush=True)
             cells.log_to_mlflow(cell, store.path(key), done)
             return done["status"], False
-        twin = None if cell.force else store.twin(key)
+        twin = None if cell.force or not cell.reuse_twins else store.twin(key)
         if twin is not None:
             result = store.adopt(key, twin, cell.config)
             print(f"{name}: the same cell was measured in study {twin.parent.name} ({twin}); its record is reused "

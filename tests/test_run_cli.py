@@ -101,7 +101,7 @@ def test_finished_cell_is_skipped_and_force_reruns_it(cli):
     assert json.loads((rec / "result.json").read_text())["record_id"] != first
 
 
-def test_a_cell_measured_in_another_study_is_reused_not_measured_again(cli):
+def test_a_cell_measured_in_another_study_is_reused_not_measured_again_unless_reuse_twins_is_false(cli):
     assert cli.run(*FAST, "study=first").returncode == 0
     [measured] = cli.records("first")
     again = cli.run(*FAST, "study=second")
@@ -116,6 +116,12 @@ def test_a_cell_measured_in_another_study_is_reused_not_measured_again(cli):
     forced = cli.run(*FAST, "study=second", "force=true")
     assert forced.returncode == 0 and "measured in study" not in forced.stdout
     assert json.loads((reused / "result.json").read_text())["record_id"] != first["record_id"]
+    rerun = cli.run(*FAST, "study=second_run", "reuse_twins=false")  # a second run kept as its own study
+    assert rerun.returncode == 0 and "measured in study" not in rerun.stdout
+    [remeasured] = cli.records("second_run")
+    result = json.loads((remeasured / "result.json").read_text())
+    assert remeasured.name == measured.name and "same_record_as" not in result
+    assert result["record_id"] != first["record_id"]
 
 
 def test_every_precision_in_one_sweep(cli):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import itertools
 import os
+import re
 import sys
 import tempfile
 import time
@@ -69,6 +70,23 @@ def error_bars(rows: list[dict]) -> str:
     return "; ".join(parts)
 
 
+def _slug(text) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
+
+
+def figure_parts(name: str, rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    """One figure per GPU (or CPU) model and design: a figure never sets one design's error bars or one machine's
+    numbers beside another's. Where the rows hold one of each the figure keeps the experiment's name; otherwise each
+    is named <experiment>_<design>_<hardware>, e.g. batch_sweep_rounds_nvidia-h200."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["design"], r["hardware"]), []).append(r)
+    if len(groups) == 1:
+        return [(name, rows)]
+    return [(f"{name}_{_slug(design.replace(' repetitions', ''))}_{_slug(hw)}", rs)
+            for (design, hw), rs in sorted(groups.items(), key=lambda g: (g[0][0], str(g[0][1])))]
+
+
 def build_outputs(rows: list[dict], out: Path, rounds: tuple[list[dict], list[dict]] = ([], [])) -> list[str]:
     """Every figure and table, and for an experiment measured in rounds its drift figure (each visit and canary point
     against wall-clock time); returns index lines (what was built, or why not)."""
@@ -90,9 +108,12 @@ def build_outputs(rows: list[dict], out: Path, rounds: tuple[list[dict], list[di
             continue
         cap = caption(rs, skip)
         if what == "figure":
-            files = figures.draw(exp, rs, f"{cap}; {error_bars(rs)}", fig_dir)
+            files = [f for name, part in figure_parts(exp["name"], rs)
+                     for f in figures.draw({**exp, "name": name}, part, f"{caption(part)}; {error_bars(part)}",
+                                           fig_dir)]
         else:
-            files = tables.write(exp, rs, cap, tab_dir)
+            compared = [r for r in rows if r["study"] == exp["table"].get("of")]  # a second run's first run
+            files = tables.write(exp, rs + compared, cap, tab_dir)
         records = {r["record"] for r in rs}
         visits = [v for v in round_rows if v["record"] in records]
         if visits:

@@ -82,7 +82,68 @@ def _mhz(value, scale: float, unset: str) -> str:
     return _fmt(value / scale, 5) if value else unset
 
 
-TABLE_BUILDERS = {"models": models, "pivot": pivot, "power_modes": power_modes}  # conf/experiment table.kind
+RERUN_KEYS = ("model", "quant", "workload", "batch_size", "seq_len", "hardware", "design")
+
+
+def _bar(r: dict, metric: str, unit: str) -> str:
+    low, high = r.get(f"{metric}_low_{unit}"), r.get(f"{metric}_high_{unit}")
+    median = r[f"{metric}_median_{unit}"]
+    return f"{_fmt(median)} [{_fmt(low)}, {_fmt(high)}]" if low is not None else _fmt(median)
+
+
+def _agree(a: dict, b: dict, metric: str, unit: str) -> tuple[bool, bool] | None:
+    """(the two intervals overlap, each holds the other's median); None where either has no interval."""
+    la, ha, lb, hb = (r.get(f"{metric}_{s}_{unit}") for r in (a, b) for s in ("low", "high"))
+    if None in (la, ha, lb, hb):
+        return None
+    ma, mb = a[f"{metric}_median_{unit}"], b[f"{metric}_median_{unit}"]
+    return la <= hb and lb <= ha, la <= mb <= ha and lb <= ma <= hb
+
+
+def rerun(spec: dict, rows: list[dict]) -> tuple[list[str], list[list]]:
+    """A second run against the first (study spec["of"]), cell by cell: the same model, precision, workload, batch,
+    sequence length, GPU model and design. Per metric of spec["metrics"] (latency_s, throughput_tok_s): each run's
+    median [interval], whether the intervals overlap, whether each holds the other's median, and second / first.
+    The GPUs column names each run's GPU (its NVML UUID's first block): another machine shows another UUID. The
+    last row counts the cells that agree."""
+    second = [r for r in rows if r["study"] != spec["of"] and r["status"] == "ok"]
+    first = {tuple(r[k] for k in RERUN_KEYS): r for r in rows if r["study"] == spec["of"] and r["status"] == "ok"}
+    head = ["model", "batch", "seq_len", "hardware", "GPUs (first / second)"]
+    for metric in spec["metrics"]:
+        head += [f"{metric}: first", f"{metric}: second", "overlap", "each holds the other's median", "second / first"]
+    body, agree = [], {m: [0, 0, 0] for m in spec["metrics"]}
+    pairs = [(first[k], r) for r in second if (k := tuple(r[k] for k in RERUN_KEYS)) in first]
+    for a, b in sorted(pairs, key=lambda p: (p[1]["model"], p[1]["batch_size"], p[1]["seq_len"])):
+        line = [b["model"], b["batch_size"], b["seq_len"], b["hardware"],
+                f"{_gpu(a)} / {_gpu(b)}"]
+        for metric in spec["metrics"]:
+            name, unit = metric.split("_", 1)  # latency_s: latency_median_s, latency_low_s, latency_high_s
+            both = _agree(a, b, name, unit)
+            counts = agree[metric]
+            counts[0] += 1
+            if both:
+                counts[1] += both[0]
+                counts[2] += both[1]
+            ratio = b[f"{name}_median_{unit}"] / a[f"{name}_median_{unit}"]
+            line += [_bar(a, name, unit), _bar(b, name, unit),
+                     "–" if both is None else ("yes" if both[0] else "NO"),
+                     "–" if both is None else ("yes" if both[1] else "no"), f"{ratio:.3f}"]
+        body.append(line)
+    if body:
+        total = [f"{len(body)} cells in both runs", "", "", "", ""]
+        for metric in spec["metrics"]:
+            n, overlap, holds = agree[metric]
+            total += ["", "", f"{overlap} of {n}", f"{holds} of {n}", ""]
+        body.append(total)
+    return head, body
+
+
+def _gpu(row: dict) -> str:
+    return (row.get("gpu_uuid") or "no uuid").split("-")[1] if row.get("gpu_uuid") else "no uuid"
+
+
+# conf/experiment table.kind
+TABLE_BUILDERS = {"models": models, "pivot": pivot, "power_modes": power_modes, "rerun": rerun}
 
 
 def _latex_escape(s: str) -> str:
