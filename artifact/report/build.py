@@ -131,15 +131,15 @@ TIME_PARTS = [("timed_s", "timed"), ("warmup_s", "warm-up"), ("canary_s", "canar
 
 
 def write_time(rows: list[dict], out: Path) -> Path:
-    """time.md: per study and design, the seconds its measured cells spent by part (the records' own clocks; process
-    and DVC overhead are in `make reproduce`'s closing table), with the visits they made (rounds design: one a
-    round; back-to-back: one a cell). Cells measured in another study are not counted."""
-    head = ["study", "design", "cells", "visits", "cells (s)", *[label + " (s)" for _, label in TIME_PARTS],
+    """time.md: per study, design and GPU (or CPU) model, the seconds its measured cells spent by part (the records'
+    own clocks; process and DVC overhead are in `make reproduce`'s closing table), with the visits they made (rounds
+    design: one a round; back-to-back: one a cell). Cells measured in another study are not counted."""
+    head = ["study", "design", "hardware", "cells", "visits", "cells (s)", *[label + " (s)" for _, label in TIME_PARTS],
             "rest (s)", "cells / generation"]
     lines = ["# Where the time went", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for study, design in sorted({(r["study"], r["design"]) for r in rows}):
-        rs = [r for r in rows if (r["study"], r["design"]) == (study, design) and r.get("cell_s") is not None
-              and not r.get("implied_by") and not r.get("same_record_as")]
+    for study, design, hardware in sorted({(r["study"], r["design"], str(r["hardware"])) for r in rows}):
+        rs = [r for r in rows if (r["study"], r["design"], str(r["hardware"])) == (study, design, hardware)
+              and r.get("cell_s") is not None and not r.get("implied_by") and not r.get("same_record_as")]
         if not rs:
             continue
         total = sum(r["cell_s"] for r in rs)
@@ -147,7 +147,7 @@ def write_time(rows: list[dict], out: Path) -> Path:
         generation = parts[0] + parts[1]
         ratio = f"{total / generation:.2f}x" if generation else "–"
         visits = sum(r.get("rounds") or 1 for r in rs)
-        lines.append(f"| {study} | {design} | {len(rs)} | {visits} | {total:.1f} | "
+        lines.append(f"| {study} | {design} | {hardware} | {len(rs)} | {visits} | {total:.1f} | "
                      + " | ".join(f"{p:.1f}" for p in parts) + f" | {total - sum(parts):.1f} | {ratio} |")
     (out / "time.md").write_text("\n".join(lines) + "\n")
     return out / "time.md"
