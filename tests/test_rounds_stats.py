@@ -106,3 +106,19 @@ def test_back_to_back_rows_keep_the_earlier_judgement():
                  throughput_std_tok_s=1.0)]
     verdict, text = claims.falls_with(C1, rows, claims.Rounds([]))
     assert verdict == "PASS" and "back-to-back repetitions" in text
+
+
+def test_where_a_study_has_rounds_records_its_back_to_back_records_are_named_not_judged():
+    """A back-to-back fall (on another GPU) beside a rounds pair that shows none: the claim reads the rounds pair
+    (INCONCLUSIVE) and names the back-to-back cells it set aside."""
+    claim = {"id": "C1", "claim": "falls", "applies_to": "any", "paper": "", "check": C1}
+    rows = [_row("a", seq_len=64), _row("b", seq_len=256),
+            _row("c", seq_len=64, hardware="gpu-b", design="back-to-back repetitions", throughput_std_tok_s=1.0),
+            _row("d", seq_len=256, hardware="gpu-b", design="back-to-back repetitions", throughput_median_tok_s=50.0,
+                 throughput_std_tok_s=1.0)]
+    rounds = _rounds("a", "g", [100, 102, 99, 101, 100]) + _rounds("b", "g", [101, 100, 100, 102, 99])
+    [result] = claims.evaluate([claim], rows, rounds)
+    assert result["verdict"] == "INCONCLUSIVE", result["measured"]
+    assert "not judged: 2 back-to-back cells (m on gpu-b)" in result["measured"]
+    [alone] = claims.evaluate([claim], rows[2:], [])  # one design: judged as before
+    assert alone["verdict"] == "PASS" and "not judged" not in alone["measured"]

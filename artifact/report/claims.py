@@ -276,6 +276,19 @@ def regime(rows: list[dict]) -> str:
     return f"mixed: decode at {span} of peak memory bandwidth ({near} of {len(fractions)} cells near the roof)"
 
 
+def by_design(rows: list[dict]) -> tuple[list[dict], str]:
+    """The rows a claim judges, and what it sets aside: where the rows hold records of the rounds design, those alone
+    (their intervals cover the spread of a re-run); the back-to-back records of the same study are named, not judged,
+    since their error bars are one visit's spread. Rows of one design are all judged."""
+    rounds = [r for r in rows if r["design"] == "rounds"]
+    if not rounds or len(rounds) == len(rows):
+        return rows, ""
+    rest = [r for r in rows if r["design"] != "rounds"]
+    what = ", ".join(sorted({f"{r['model']} on {r['hardware']}" for r in rest}))
+    return rounds, (f"; not judged: {len(rest)} back-to-back cells ({what}), whose error bars are one visit's "
+                    f"spread, not a re-run's")
+
+
 def evaluate(claims: list[dict], rows: list[dict], round_rows: list[dict] | None = None) -> list[dict]:
     """Each claim's verdict on the results rows, the rounds-design ones judged on their per-round values."""
     rounds = Rounds(round_rows)
@@ -291,7 +304,9 @@ def evaluate(claims: list[dict], rows: list[dict], round_rows: list[dict] | None
                                      f"{', '.join(hosts)} (no Jetson)" if claim["applies_to"] == "orin"
                                      else f"no records of study {c['study']} match {c.get('where') or 'it'}")
         else:
+            selected, set_aside = by_design(selected)
             verdict, measured = CLAIM_CHECKS[c["kind"]](c, selected, rounds)
+            measured += set_aside
         table.append({"id": claim["id"], "claim": claim["claim"], "applies_to": claim["applies_to"],
                       "verdict": verdict, "measured": measured, "paper": claim["paper"],
                       "regime": regime(selected) if selected else "", "implies": claim.get("implies", "")})
