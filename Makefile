@@ -63,7 +63,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 # bitsandbytes for a Jetson Orin (compute capability 8.7): PyPI's aarch64 wheel is built for server ARM and fails
 # at the first kernel (bitsandbytes #1930). Built on the board from the pinned release (CUDA toolkit, cmake, git,
 # tens of minutes), or a wheel you name (BNB_WHEEL=file or URL, e.g. from Jetson AI Lab's jp6/cu126 index); then
-# one real 8-bit and 4-bit op on the GPU (artifact.bnbcheck).
+# one real 8-bit and 4-bit op on the GPU (artifact.models.bnbcheck).
 bnb-jetson:
 	@[ -x $(BIN)/pip ] || { echo "error: no $(VENV): run make setup first" >&2; exit 2; }
 ifdef BNB_WHEEL
@@ -74,7 +74,7 @@ else
 	cd build/bitsandbytes && PATH=/usr/local/cuda/bin:$$PATH cmake -DCOMPUTE_BACKEND=cuda -DCOMPUTE_CAPABILITY=87 -S . && $(MAKE) -j4
 	$(BIN)/pip install -q --no-deps --no-build-isolation ./build/bitsandbytes
 endif
-	$(BIN)/python -c "from artifact import bnbcheck; bnbcheck.check('cuda:0'); print('bitsandbytes: 8-bit and 4-bit ops ran on', bnbcheck.device_name('cuda:0'))"
+	$(BIN)/python -c "from artifact.models import bnbcheck; bnbcheck.check('cuda:0'); print('bitsandbytes: 8-bit and 4-bit ops ran on', bnbcheck.device_name('cuda:0'))"
 
 # The JetPack 6 stack resolves for CPython 3.10 on aarch64 from the package index (CI runs it)
 check-jetson: $(STAMP)

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
-from . import models
-from .config import compose, load_group, resolve
-from .measure import now, run_timed
-from .power import NoMeter, Sampler, make_meter
-from .workload import build_prompts
+from .cell.measure import now, run_timed
+from .core.config import compose, load_group, resolve
+from .models import loading
+from .power import NoMeter, Sampler
+from .power.choose import make_meter
+from .workload.prompts import build_prompts
 
 
 def cell_overrides(a) -> list[str]:
@@ -35,7 +36,7 @@ def bare_loop(a) -> dict:
     """In this (fresh) process: the cell's model and prompts, one warm-up, then `reps` plain generate calls (the
     same greedy settings, no streamer, no checks, no memory probe). Median latency in seconds."""
     cell = resolve(compose(cell_overrides(a)))
-    loaded = models.load(cell)
+    loaded = loading.load(cell)
     prompts, _ = build_prompts(loaded.tokenizer, cell.data_dir, cell.workload, cell.batch_size, cell.in_len)
     prompts = prompts.to(cell.device)
     latencies = []
@@ -83,7 +84,7 @@ def compare_bare(a) -> list[float]:
 
 def compare_sampler(a) -> list[float]:
     cell = resolve(compose(cell_overrides(a)))
-    loaded = models.load(cell)
+    loaded = loading.load(cell)
     prompts, _ = build_prompts(loaded.tokenizer, cell.data_dir, cell.workload, cell.batch_size, cell.in_len)
     meter = make_meter(load_group("meter", a.meter), cell.device)
     if isinstance(meter, NoMeter):

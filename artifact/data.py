@@ -8,8 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from .config import BadInput, load_group
-from .workload import _verified_bytes
+from .core.config import BadInput, load_group
+from .workload.corpus import _verified_bytes
 
 
 def fetch_wikitext2(target: Path) -> None:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     (the DVC pipeline's first stage: later stages depend on the manifest, not on where the files are)."""
     import argparse
 
-    from .config import default_data_dir
+    from .core.config import default_data_dir
     ap = argparse.ArgumentParser(prog="python -m artifact.data")
     ap.add_argument("--root", default=None, help="default: $ARTIFACT_DATA_DIR, else data/, else ../shared/data")
     ap.add_argument("--manifest", default=None, help="write the verified corpora's names and sha256 here")

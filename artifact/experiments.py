@@ -1,133 +1,13 @@
-"""The paper's tables and figures as config: conf/experiment/<name>.yaml declares, for each profile
-(paper, gpu, smoke), the sweep that produces it; conf/profiles/<profile>.yaml holds the settings every
-experiment of that profile shares. This module turns the two into Hydra overrides for `artifact.run -m`."""
+"""`python -m artifact.experiments --set-profile auto|paper|gpu|smoke`: point the DVC pipeline at a profile (the
+`profile:` line of params.yaml; `make reproduce` runs it). The experiments themselves: artifact.sweep.experiments."""
 from __future__ import annotations
 
-import math
-import os
-from dataclasses import dataclass
-from pathlib import Path
+import sys
 
-import yaml
-
-from .config import CONF_DIR, BadInput, load_group, override_value
-
-EXPERIMENTS_DIR = CONF_DIR / "experiment"
-PROFILES_DIR = CONF_DIR / "profiles"
-PROFILES = ("paper", "gpu", "smoke")
-
-
-@dataclass
-class Plan:
-    name: str
-    study: str
-    profile: str
-    overrides: list[str]     # for `python -m artifact.run -m ...`
-    cells: int
-    skip: str | None = None  # why this profile does not run it
-    settings: dict | None = None  # key -> value (a list sweeps), what the overrides were made from
-
-
-def names() -> list[str]:
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
-
-
-def load(name: str) -> dict:
-    path = EXPERIMENTS_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise BadInput(f"experiment {name!r} does not exist; use one of: {', '.join(names())}")
-    exp = yaml.safe_load(path.read_text())
-    missing = [p for p in PROFILES if p not in exp.get("profiles", {})]
-    if "study" not in exp or missing or not ("figure" in exp or "table" in exp):
-        raise BadInput(f"{path}: needs study, figure or table, and profiles {', '.join(PROFILES)} "
-                          f"(missing: {', '.join(missing) or 'study/figure/table'})")
-    if exp.get("table", {}).get("kind") == "power_modes":  # the table lists the configured modes themselves
-        exp["table"]["mode_configs"] = [load_group("power", mode) for mode in exp["table"]["modes"]]
-    return {"name": name, **exp}
-
-
-def profile_settings(profile: str) -> dict:
-    if profile not in PROFILES:
-        raise BadInput(f"profile={profile!r} is not allowed; use auto or one of: {', '.join(PROFILES)}")
-    return yaml.safe_load((PROFILES_DIR / f"{profile}.yaml").read_text())
-
-
-def _value(v) -> str:
-    """A list is a sweep (comma-separated values); anything else one value."""
-    return ",".join(override_value(x) for x in v) if isinstance(v, list) else override_value(v)
-
-
-def plan(name: str, profile: str, extra: list[str] | tuple = ()) -> Plan:
-    """The sweep of one experiment in one profile. `extra` are `key=value` overrides from the command line;
-    each replaces the experiment's own value for that key (a comma list sweeps)."""
-    exp = load(name)
-    entry = exp["profiles"][profile] or {}
-    if "skip" in entry:
-        return Plan(name, exp["study"], profile, [], 0, skip=entry["skip"])
-    settings = {**profile_settings(profile)["defaults"], **entry}
-    for item in extra:
-        key, sep, value = item.partition("=")
-        if not sep or key in ("study", "profile"):
-            raise BadInput(f"{item!r} is not allowed here; give key=value overrides (not study or profile)")
-        settings[key] = value.split(",") if "," in value and not value.startswith("[") else value
-    overrides = [f"study={exp['study']}", f"profile={profile}"]
-    overrides += [f"{k}={_value(v)}" for k, v in settings.items()]
-    cells = math.prod(len(v) for v in settings.values() if isinstance(v, list))
-    return Plan(name, exp["study"], profile, overrides, cells, settings=settings)
-
-
-def passes(p: Plan) -> list[list[str]]:
-    """The sweeps that measure a plan. In the rounds design a sweep over several load groups (models, precisions:
-    artifact.launch.GROUP_KEYS) runs in two passes: the first asks half the rounds (rounded up) in the declared group
-    order, the second all of them with every group key's values reversed, so the groups measured last are measured
-    first. Comparisons across groups pair rounds measured in separate minutes; the reversed pass makes a drift that
-    is linear in time weigh on both sides alike. Otherwise (one group, or back-to-back) one sweep."""
-    from .launch import GROUP_KEYS
-    settings = p.settings or {}
-    swept = [k for k in GROUP_KEYS if isinstance(settings.get(k), list) and len(settings[k]) > 1]
-    if settings.get("design") != "rounds" or not swept or int(settings.get("rounds", 1)) < 2:
-        return [p.overrides]
-    head = [f"study={p.study}", f"profile={p.profile}"]
-    rounds = int(settings.get("rounds", 1))
-    first = {**settings, "rounds": (rounds + 1) // 2}
-    second = {**settings, **{k: list(reversed(settings[k])) for k in swept}}
-    return [head + [f"{k}={_value(v)}" for k, v in s.items()] for s in (first, second)]
-
-
-def detect_profile() -> tuple[str, str]:
-    """paper on a Jetson, gpu where CUDA is visible, else smoke; with the reason, to be printed."""
-    tegra = Path("/etc/nv_tegra_release")
-    model = Path("/proc/device-tree/model")
-    board = model.read_text(errors="replace").strip("\x00 \n") if model.is_file() else ""
-    if tegra.is_file() or "jetson" in board.lower() or "orin" in board.lower():
-        return "paper", f"a Jetson ({board or tegra})"
-    import torch
-    if torch.cuda.is_available():
-        return "gpu", f"a CUDA GPU ({torch.cuda.get_device_name(0)}) and no Jetson"
-    return "smoke", f"no CUDA GPU and not a Jetson ({os.cpu_count()} CPU cores)"
-
-
-def resolve_profile(requested: str) -> tuple[str, str]:
-    if requested == "auto":
-        return detect_profile()
-    profile_settings(requested)  # checks the name
-    return requested, "chosen on the command line"
-
-
-def set_profile(requested: str, params: Path = Path("params.yaml")) -> None:
-    """Point the DVC pipeline at a profile: the `profile:` line of params.yaml (what `dvc exp run -S
-    profile=...` would write), so that a change of profile re-runs the experiment stages."""
-    import re
-    if requested != "auto":
-        profile_settings(requested)
-    text = params.read_text()
-    params.write_text(re.sub(r"(?m)^profile: .*$", f"profile: {requested}", text))
-    chosen, why = resolve_profile(requested)
-    print(f"profile {chosen} ({why})" if requested == "auto" else f"profile {chosen} (chosen)", flush=True)
-
+from .core.config import BadInput
+from .sweep.experiments import set_profile
 
 if __name__ == "__main__":
-    import sys
     if sys.argv[1:2] != ["--set-profile"] or len(sys.argv) != 3:
         sys.exit("usage: python -m artifact.experiments --set-profile auto|paper|gpu|smoke")
     try:

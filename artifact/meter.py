@@ -6,8 +6,9 @@ import argparse
 import sys
 import time
 
-from .config import BadInput, load_group, resolve_device
-from .power import Sampler, make_meter, window
+from .core.config import BadInput, load_group, resolve_device
+from .power import Sampler, window
+from .power.choose import make_meter
 from .power.energy import independent_updates, update_s, updates_seen
 
 

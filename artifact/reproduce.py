@@ -13,59 +13,13 @@ whose process a cell ended (a library calling exit(), a segfault, the kernel's O
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from . import experiments
-from .config import BadInput
-from .record import settle_dead_locks
-
-
-def write_plan(traces_dir: Path, p: experiments.Plan) -> None:
-    """traces/<study>/PLAN.json: what this profile runs for the study (or why it skips it); it also makes
-    the folder exist, which DVC needs of a stage's output even when the profile skips the experiment."""
-    folder = traces_dir / p.study
-    folder.mkdir(parents=True, exist_ok=True)
-    doc = {"experiment": p.name, "profile": p.profile, "cells": p.cells, "skip": p.skip,
-           "command": ["python", "-m", "artifact.run", "-m", *p.overrides] if not p.skip else None}
-    tmp = folder / ".PLAN.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(folder / "PLAN.json")
-
-
-def run_experiment(p: experiments.Plan, traces_dir: Path) -> int:
-    """The experiment's sweep, run again while its process died holding a cell (artifact.isolation): each rerun
-    skips the finished cells and measures the one it died on in a child process, so a cell that kills its process
-    costs one restart, not the rest of the sweep. At most one rerun per cell."""
-    write_plan(traces_dir, p)
-    if p.skip:
-        print(f"  skipped in profile {p.profile}: {p.skip}", flush=True)
-        return 0
-    sweeps = experiments.passes(p)
-    for n, overrides in enumerate(sweeps):
-        if len(sweeps) > 1:
-            print(f"  pass {n + 1} of {len(sweeps)}" + (" (the load groups in reversed order)" if n else ""),
-                  flush=True)
-        rc = _sweep([sys.executable, "-m", "artifact.run", "-m", *overrides, f"traces_dir={traces_dir}"], p, traces_dir)
-        if rc not in (0, 1):  # bad input or a stop: the second pass would fail the same way
-            return rc
-    return rc
-
-
-def _sweep(cmd: list[str], p: experiments.Plan, traces_dir: Path) -> int:
-    """One sweep, run again while its process died holding a cell."""
-    for _ in range(p.cells + 1):  # the first run, then at most one rerun per cell
-        rc = subprocess.call(cmd)
-        died = settle_dead_locks(traces_dir, p.study)
-        if not died:
-            break
-        print(f"  the sweep's process ended (exit {rc}) while measuring {died} cell(s): running it again, finished "
-              f"cells skipped and that cell measured in a child process", flush=True)
-    return rc
+from .core.config import BadInput
+from .sweep import experiments
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for i, p in enumerate(plans):
             print(f"\n[experiment {i + 1}/{len(plans)}] {p.name} (study {p.study}, {p.cells} cells)", flush=True)
-            rc = run_experiment(p, Path(args.traces_dir))
+            rc = experiments.run_experiment(p, Path(args.traces_dir))
             if rc:
                 failed.append(f"{p.name} (exit {rc})")
     except KeyboardInterrupt:

@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from artifact.config import load_group
+from artifact.core.config import load_group
 
 
 def gen(model, bs: int, prompt: int, new: int) -> tuple[float, int]:

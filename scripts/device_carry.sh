@@ -59,7 +59,7 @@ if [ $ray = 1 ]; then
   (cd "$work/site/ray" && rm -rf jars dashboard/client rllib tune train serve data llm)
 fi
 XZ_OPT=-9 tar cJf "$out/site.tar.xz" -C "$work/site" .
-$py -c "from pathlib import Path; from artifact import checkpoints; from artifact.config import load_group
+$py -c "from pathlib import Path; from artifact.models import checkpoints; from artifact.core.config import load_group
 print(checkpoints.converted_gguf_dir(load_group('model', 'smollm2-135m'), Path('models')))"
 tar cJf "$out/bundle.tar.xz" --exclude=model.safetensors models/smollm2-135m \
   -C "$(cd "$data" && pwd)" --transform 's,^\(wikitext-2-raw-v1\|longbench-v1\),data/\1,' \

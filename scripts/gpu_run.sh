@@ -20,7 +20,7 @@ echo "wall $(( $(date +%s) - start )) s"
 # a cell lock left by a process that died (killed at the limit, or a cell that ended its process) becomes a death
 # note: the next machine has another host name and would respect the lock forever
 for dir in traces traces-*/; do
-  [ -d "$dir" ] && python3 -c "import sys; from artifact.record import settle_dead_locks as s; print(s(sys.argv[1]), 'dead cell locks settled in', sys.argv[1])" "$dir"
+  [ -d "$dir" ] && python3 -c "import sys; from artifact.store.record import settle_dead_locks as s; print(s(sys.argv[1]), 'dead cell locks settled in', sys.argv[1])" "$dir"
 done
 tar czf "$OUT/traces.tgz" traces traces-* 2>/dev/null   # traces-*: runs kept apart (a second run, another design)
 ls -la "$OUT"

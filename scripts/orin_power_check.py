@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from artifact.power import boards  # noqa: E402
-from artifact.power.ina3221 import Ina3221Meter  # noqa: E402
-from artifact.power.meters import MeterError  # noqa: E402
+from artifact.power import boards
+from artifact.power.ina3221 import Ina3221Meter
+from artifact.power.meters import MeterError
 
 
 def poll(meter: Ina3221Meter, seconds: float, hz: float = 20.0) -> list:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from artifact.record import cell_hash
+from artifact.store.record import cell_hash
 
 
 def main(traces: Path) -> int:

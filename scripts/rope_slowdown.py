@@ -14,7 +14,7 @@ import time
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from artifact.config import load_group
+from artifact.core.config import load_group
 
 
 def build(arch: dict):

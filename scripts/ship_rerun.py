@@ -14,8 +14,8 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from artifact.atomic import atomic_folder  # noqa: E402
-from artifact.canary import LOG  # noqa: E402
+from artifact.core.atomic import atomic_folder
+from artifact.cell.canary import LOG
 
 
 def ship(source: Path, to_study: str, traces: Path = Path("traces")) -> int:

@@ -1,4 +1,4 @@
-"""Synthetic weights quantized in GPU memory (artifact.architecture.quantize_in_memory) against the disk path
+"""Synthetic weights quantized in GPU memory (artifact.models.architecture.quantize_in_memory) against the disk path
 (an fp16 checkpoint of the same architecture loaded by from_pretrained with a BitsAndBytesConfig): same layer
 types, same weight footprint (weights_mib), same unquantized modules, and both generate. Also times each.
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from artifact import models
-from artifact.architecture import build_synthetic
-from artifact.config import compose, resolve
+from artifact.models import loading
+from artifact.models.architecture import build_synthetic
+from artifact.core.config import compose, resolve
 
 
 def summary(model) -> dict:
@@ -49,24 +49,24 @@ def main() -> None:
         t = time.perf_counter()
         build_synthetic(cell.model, torch.float16, "cuda", 0).save_pretrained(folder)
         saved = time.perf_counter() - t
-        models.release()
+        loading.release()
         for quant in a.quant:
             cell = resolve(compose([f"model={a.model}", "model.weights=synthetic", "ppl=off", f"quant={quant}",
                                     "device=cuda"]))
-            qconfig = models.quantization_config(cell.quant, "cuda")
+            qconfig = loading.quantization_config(cell.quant, "cuda")
             t = time.perf_counter()
-            gpu = models.load(cell).model  # synthetic + bnb on CUDA: built and quantized in GPU memory
+            gpu = loading.load(cell).model  # synthetic + bnb on CUDA: built and quantized in GPU memory
             gpu_s = time.perf_counter() - t
             g = {**summary(gpu), "seconds": gpu_s, "generates": generate_ok(gpu)}
             del gpu
-            models.release()
+            loading.release()
             from transformers import AutoModelForCausalLM
             t = time.perf_counter()
-            disk = AutoModelForCausalLM.from_pretrained(folder, dtype=models.compute_dtype(cell.quant, "cuda"),
+            disk = AutoModelForCausalLM.from_pretrained(folder, dtype=loading.compute_dtype(cell.quant, "cuda"),
                                                         quantization_config=qconfig, device_map={"": "cuda"})
             d = {**summary(disk), "seconds": time.perf_counter() - t + saved, "generates": generate_ok(disk)}
             del disk
-            models.release()
+            loading.release()
             rel = g["weights_mib"] / d["weights_mib"] - 1
             rows.append({"model": a.model, "quant": quant, "gpu_path": g, "disk_path": d, "weights_rel_diff": rel})
             print(f"{a.model} {quant}: in GPU memory {g['weights_mib']:.1f} MiB {g['layers']} in {g['seconds']:.1f} s; "

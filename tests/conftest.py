@@ -17,13 +17,13 @@ FAST = ["batch_size=1", "seq_len=16", "warmup=0", "min_reps=2", "min_seconds=0",
 
 
 def conf(group: str, name: str):
-    from artifact.config import load_group
+    from artifact.core.config import load_group
     return load_group(group, name)
 
 
 def cell(*overrides: str, models_dir: Path | None = None):
     """A resolved cell of the default config with these overrides (paths: the test's models, the shared data)."""
-    from artifact.config import compose, resolve
+    from artifact.core.config import compose, resolve
     extra = [f"models_dir={models_dir}"] if models_dir is not None else []
     return resolve(compose([*overrides, *extra, f"data_dir={DATA}"]))
 
@@ -38,7 +38,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     """The embedded GGUF converted once per test session (the conversion itself is under test)."""
-    from artifact import checkpoints
+    from artifact.models import checkpoints
     root = tmp_path_factory.mktemp("models")
     folder = checkpoints.converted_gguf_dir(conf("model", "smollm2-135m"), root)
     assert (folder / "model.safetensors").is_file() and (folder / "provenance.json").is_file()
@@ -48,8 +48,8 @@ def models_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def smol(models_dir):
     """The embedded model in fp32, loaded in this process."""
-    from artifact import models
-    return models.load(cell("model=smollm2-135m", "quant=fp32", "device=cpu", models_dir=models_dir))
+    from artifact.models import loading
+    return loading.load(cell("model=smollm2-135m", "quant=fp32", "device=cpu", models_dir=models_dir))
 
 
 class Cli:

@@ -163,7 +163,7 @@ class FakeNvml:
 FAKE_CRASH = """
 import os, sys
 if os.environ.get("FAKE_CRASH_BATCH"):
-    import artifact.measure as measure
+    import artifact.cell.measure as measure
     real = measure.run_timed
     def run_timed(model, tokenizer, prompts, *args, **kwargs):
         if prompts.shape[0] == int(os.environ["FAKE_CRASH_BATCH"]):

@@ -1,12 +1,12 @@
-"""bitsandbytes' preflight probe (artifact.bnbcheck): real ops pass on this CPU with the pinned bitsandbytes; the FAKE
-Orin bitsandbytes of tests/fakes.py (issue #1930's failure, raised or from C) is one line naming the library, the
-error and the fix. CUDA itself is exercised on a lent GPU (ARTIFACT.md); here the probe runs on device cpu."""
+"""bitsandbytes' preflight probe (artifact.models.bnbcheck): real ops pass on this CPU with the pinned bitsandbytes;
+the FAKE Orin bitsandbytes of tests/fakes.py (issue #1930's failure, raised or from C) is one line naming the library,
+the error and the fix. CUDA itself is exercised on a lent GPU (ARTIFACT.md); here the probe runs on device cpu."""
 from __future__ import annotations
 
 import pytest
 
-from artifact import bnbcheck
-from artifact.config import BadInput
+from artifact.core.config import BadInput
+from artifact.models import bnbcheck
 from tests.fakes import ORIN_BNB_ERROR, make_orin_bitsandbytes
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from artifact import cells, run
-from artifact.record import CellStore, cell_hash
-from artifact.session import Session
+from artifact.cell.session import Session
+from artifact.store.record import CellStore, cell_hash
+from artifact.sweep import cells
 from conftest import FAST, cell
 
 
@@ -49,7 +49,7 @@ def test_a_larger_batch_than_one_that_ran_out_of_memory_is_oom_by_implication(tm
                                          "hardware": small.hardware,
                                          "message": "OutOfMemoryError: CUDA out of memory"}, [])
     session = Session()
-    status, measured = run.run_cell(large, session)
+    status, measured = cells.run_cell(large, session)
     assert (status, measured) == ("oom", True) and session.loaded is None  # not run: no model was loaded
     result = store.finished(cell_hash(large.config, large.device, large.hardware))
     assert result["status"] == "oom" and result["implied_by"] == oom_hash

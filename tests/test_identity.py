@@ -12,9 +12,9 @@ import json
 import pytest
 import yaml
 
-from artifact import experiments
-from artifact.config import compose, override_value, to_container
-from artifact.record import cell_hash
+from artifact.core.config import compose, override_value, to_container
+from artifact.store.record import cell_hash
+from artifact.sweep import experiments
 from conftest import REPO
 
 H100 = "NVIDIA H100 80GB HBM3"

@@ -1,10 +1,10 @@
-"""How a sweep is cut into launcher jobs and what the driver passes them (artifact.launch); the Ray runs
+"""How a sweep is cut into launcher jobs and what the driver passes them (artifact.sweep.launch); the Ray runs
 themselves are in test_scaleout.py."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from artifact import launch
+from artifact.sweep import launch
 from conftest import cell
 
 

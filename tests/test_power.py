@@ -12,12 +12,13 @@ import time
 import pytest
 
 import fake_jetson_power as fjp
-from artifact.config import load_group
+from artifact.core.config import load_group
 from artifact.power import Sampler, idle_power, summarize
+from artifact.power.choose import make_meter
 from artifact.power.energy import CoverageError, check_coverage, integrate, window
 from artifact.power.ina3221 import Ina3221Meter
 from artifact.power.jtop_meter import JtopMeter
-from artifact.power.meters import Meter, MeterError, Reading, make_meter
+from artifact.power.meters import Meter, MeterError, Reading
 from artifact.power.modes import PowerModeError, PowerModes
 from artifact.power.rapl import RaplMeter
 from artifact.report import results
@@ -379,7 +380,7 @@ def test_no_nvpmodel_block_is_made_up_for_a_mode_whose_clocks_are_unknown():
 
 def test_previous_mode_is_restored_when_the_process_dies_of_an_exception(tmp_path):
     log = make_jetson(tmp_path / "jetson", tmp_path / "bin", start_id=3)
-    script = ("from artifact.config import load_group\nfrom artifact.power.modes import PowerModes\n"
+    script = ("from artifact.core.config import load_group\nfrom artifact.power.modes import PowerModes\n"
               f"p = load_group('power', '15W'); p.root = {str(tmp_path / 'jetson')!r}\n"
               "PowerModes(p).apply(p)\nraise RuntimeError('boom mid-sweep')\n")
     env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
@@ -450,7 +451,7 @@ def test_rounds_keep_the_energy_bound_and_jtops_figure_over_visits():
     visit's bound and jtop's figure in the shape a back-to-back window has, which the results columns read."""
     import types
 
-    from artifact.rounds import _power, _visit_power
+    from artifact.sweep.rounds import _power, _visit_power
 
     def visit(watts: float, jtop_w: float, bound_rel: float) -> dict:
         timed = {"power_w": {"median": watts, "mean": watts, "n": 100}, "updates": 50, "updates_seen": 49,

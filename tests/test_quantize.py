@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from artifact import checkpoints, gptq
-from artifact.config import ConfigError
+from artifact.core.config import ConfigError
+from artifact.models import checkpoints, gptq
 from conftest import REPO, cell, conf
 
 
@@ -95,7 +95,7 @@ def test_calibration_windows_are_declared_reproducible_and_not_the_perplexity_te
     _, other = gptq.calibration_windows(smol.tokenizer, cell("quant=gptq-int4", "quant.gptq.calibration.seed=1"))
     assert other["token_ids_sha256"] != info["token_ids_sha256"]
     # each window lies inside one LongBench item, none in the WikiText-2 test text
-    from artifact.workload import corpus_items, corpus_text
+    from artifact.workload.corpus import corpus_items, corpus_text
     items = corpus_items(data_dir, conf("workload", "longbench"))
     text = smol.tokenizer.decode(windows[0])
     assert any(text[:200] in item for item in items)
@@ -125,7 +125,7 @@ def test_auto_gptq_that_cannot_import_is_one_line(tmp_path):
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("# FAKE auto_gptq for a test: fails as 0.7.1 does on transformers 5\n"
                                      "from transformers.modeling_utils import no_init_weights  # noqa\n")
-    code = ("from artifact import gptq\nfrom artifact.config import ConfigError\n"
+    code = ("from artifact.models import gptq\nfrom artifact.core.config import ConfigError\n"
             "try:\n    gptq._import_tool('auto-gptq')\nexcept ConfigError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{tmp_path / 'site'}:{REPO}"})

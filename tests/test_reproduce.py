@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from artifact import checkpoints, experiments
+from artifact.models import checkpoints
 from artifact.report import claims, results
+from artifact.sweep import experiments
 from conftest import REPO
 from fakes import crashing_cell_env
 
@@ -41,7 +42,7 @@ def read(path: Path) -> list[dict]:
 
 def test_every_experiment_composes_in_every_profile():
     """Each profile's sweep of each experiment composes through Hydra and passes validation (every swept value)."""
-    from artifact.config import compose, validate
+    from artifact.core.config import compose, validate
     for name in experiments.names():
         for profile in experiments.PROFILES:
             p = experiments.plan(name, profile)
@@ -239,7 +240,7 @@ def test_a_fresh_clone_reproduces_from_the_shipped_records_and_keeps_the_lock(tm
     restored into traces/ (none is measured again), the models are converted again, and dvc.lock, params.yaml and
     paper/ come out exactly as committed. On a host of another CPU model the smoke cells are new ones (the hardware
     is in their identity): measuring them is right there, and the lock changes by design."""
-    from artifact.provenance import hardware_class
+    from artifact.core.hardware import hardware_class
     shipped = {r["hardware"] for r in read(REPO / "paper" / "smoke" / "results.csv")}
     if shipped != {hardware_class("cpu")}:
         pytest.skip(f"the shipped smoke records were measured on {shipped}, this host is {hardware_class('cpu')!r}")
@@ -503,7 +504,7 @@ def test_the_claims_table_names_the_regime_of_the_records():
 
 
 def test_power_and_energy_spread_come_from_each_repetitions_energy_and_latency(tmp_path):
-    from artifact.report.results import _power_spread
+    from artifact.store.rows import _power_spread
     (tmp_path / "reps.csv").write_text("rep,latency_s\n0,2.0\n1,4.0\n")
     out = _power_spread(tmp_path, {"per_rep_j": [200.0, 600.0]}, {"batch_size": 2, "seq_len": 50})
     assert out["power_std_w"] == pytest.approx(statistics.stdev([100.0, 150.0]))

@@ -1,10 +1,10 @@
-"""Roofline fractions (artifact.roofline): the counting model on a hand-computed cell, the device table, and the
+"""Roofline fractions (artifact.core.roofline): the counting model on a hand-computed cell, the device table, and the
 CPU probe measured for real."""
 from __future__ import annotations
 
 import pytest
 
-from artifact import roofline
+from artifact.core import roofline
 
 
 def test_fractions_count_weights_kv_and_flops_as_documented():

@@ -11,11 +11,11 @@ import statistics
 import subprocess
 import time
 
-from artifact import stats
-from artifact.config import compose, to_container
-from artifact.provenance import hardware_class
-from artifact.record import cell_hash
-from artifact.rounds import round_seed, visit_order
+from artifact.core import stats
+from artifact.core.config import compose, to_container
+from artifact.core.hardware import hardware_class
+from artifact.store.record import cell_hash
+from artifact.sweep.rounds import round_seed, visit_order
 from fakes import drifting_host_env
 
 TINY = ["batch_size=1", "seq_len=16", "warmup=1", "min_reps=2", "min_seconds=0", "ppl=off", "tracking.enabled=false"]
@@ -33,7 +33,7 @@ def _records(cli, study: str) -> dict[str, tuple[dict, list[dict]]]:
 
 def _mixed_seed(rounds: int) -> int:
     """A seed whose rounds do not all visit the two cells in one order (an order held in every round would make
-    position and workload the same thing); drawn as artifact.rounds draws it."""
+    position and workload the same thing); drawn as artifact.sweep.rounds draws it."""
     for seed in range(20):
         keys = [cell_hash(to_container(compose([f"workload={w}", *TINY, "design=rounds", f"rounds={rounds}",
                                                  f"seed={seed}", "study=rounds"])), "cpu", hardware_class("cpu"))

@@ -1,4 +1,4 @@
-"""The statistics of the rounds design on crafted values (artifact.stats) and the claims judged on paired rounds
+"""The statistics of the rounds design on crafted values (artifact.core.stats) and the claims judged on paired rounds
 (artifact.report.claims): intervals honest for the number of rounds, ratios paired within a round, INCONCLUSIVE where
 the interval does not exclude "no difference"."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from artifact import stats
+from artifact.core import stats
 from artifact.report import claims
 
 

@@ -171,7 +171,7 @@ def test_a_worker_killed_mid_cell_then_a_rerun_measures_only_the_missing_cells(s
 
 
 def test_two_workers_creating_one_experiment_at_once_both_get_it(mlflow_server):
-    code = ("import sys; from artifact import tracking; "
+    code = ("import sys; from artifact.store import tracking; "
             "print(tracking.experiment_id(tracking.client(sys.argv[1]), sys.argv[1], sys.argv[2]))")
     name = f"race-{time.time_ns()}"
     procs = [subprocess.Popen([sys.executable, "-c", code, mlflow_server, name], stdout=subprocess.PIPE,

@@ -11,12 +11,13 @@ import sys
 import pytest
 import torch
 
-from artifact.architecture import build_synthetic, count_params
-from artifact.config import split_lengths
-from artifact.measure import TokenCountError, generate_once, generation_config, summary
-from artifact.perplexity import perplexity, stride_windows
-from artifact.record import CellStore, cell_hash
-from artifact.workload import build_prompts, corpus_text, text_ids
+from artifact.cell.measure import TokenCountError, generate_once, generation_config, summary
+from artifact.cell.perplexity import perplexity, stride_windows
+from artifact.core.config import split_lengths
+from artifact.models.architecture import build_synthetic, count_params
+from artifact.store.record import CellStore, cell_hash
+from artifact.workload.corpus import corpus_text
+from artifact.workload.prompts import build_prompts, text_ids
 from conftest import conf
 
 
@@ -137,7 +138,7 @@ def test_record_write_is_atomic_and_replaces(tmp_path):
 def test_cell_lock_respects_live_owners_and_takes_over_dead_ones(tmp_path):
     store = CellStore(tmp_path, "s")
     holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys; from artifact.record import CellStore; "
+                               "import sys; from artifact.store.record import CellStore; "
                                f"assert CellStore({str(tmp_path)!r}, 's').try_lock('c1'); print('ok', flush=True); "
                                "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "ok"
@@ -166,7 +167,7 @@ def test_unlock_leaves_a_lock_this_process_does_not_hold(tmp_path):
 
 
 def test_settling_locks_turns_dead_owners_into_death_notes_and_leaves_the_rest(tmp_path):
-    from artifact.record import settle_dead_locks
+    from artifact.store.record import settle_dead_locks
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     owners = {"dead": {"host": socket.gethostname(), "pid": int(dead.stdout)},
               "live": {"host": socket.gethostname(), "pid": os.getppid()},
@@ -183,7 +184,7 @@ def test_settling_locks_turns_dead_owners_into_death_notes_and_leaves_the_rest(t
 def test_a_ray_driver_asks_for_token_auth_exactly_where_it_has_a_token(tmp_path, monkeypatch):
     """Ray 2.60's head turns token auth on only where a token exists; a driver given an address must ask for it
     itself. With no token it must not ask: it would fail against a head that has none."""
-    from artifact.launch import driver_environment
+    from artifact.sweep.launch import driver_environment
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     monkeypatch.setattr(os, "environ", {**env, "HOME": str(tmp_path)})  # the driver writes it: this test's own copy
     driver_environment("ray")
@@ -198,7 +199,7 @@ def test_a_ray_driver_asks_for_token_auth_exactly_where_it_has_a_token(tmp_path,
 
 
 def test_sweeps_change_power_mode_then_model_then_precision_least_often():
-    from artifact.run import sweep_order
+    from artifact.sweep.preflight import sweep_order
     args = ["-m", "batch_size=1,2", "quant=fp16,int8", "seq_len=128", "power=maxn,30W", "model=phi2,llama31-8b"]
     assert sweep_order(args) == ["-m", "power=maxn,30W", "model=phi2,llama31-8b", "quant=fp16,int8",
                                  "batch_size=1,2", "seq_len=128"]
@@ -209,7 +210,7 @@ def test_a_dvc_composed_params_file_turns_back_into_the_overrides(tmp_path):
     it (Hydra) gives back exactly the overrides that differ from the conf files."""
     from omegaconf import OmegaConf
 
-    from artifact.config import CONF_DIR, compose, overrides_from_params
+    from artifact.core.config import CONF_DIR, compose, overrides_from_params
     cfg = compose(["quant=gptq-int4", "quant.gptq.group_size=64", "batch_size=4"])
     params = tmp_path / "params.yaml"
     params.write_text(OmegaConf.to_yaml(cfg, resolve=True))

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..config import BadInput
+from ..core.config import BadInput
 
 MODE_LINE = re.compile(r"<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=([^\s>]+)\s*>")
 
@@ -195,7 +195,7 @@ def conf_block(power_cfg, mode_id: int) -> str:
 def main() -> None:
     import argparse
 
-    from ..config import load_group
+    from ..core.config import load_group
     ap = argparse.ArgumentParser(description="Print an nvpmodel.conf block for a custom power mode.")
     ap.add_argument("--conf-block", required=True, metavar="NAME", help="a conf/power/NAME.yaml")
     ap.add_argument("--id", type=int, default=100, help="a mode id not used in your nvpmodel.conf")

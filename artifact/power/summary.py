@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from ..schema import Power, Rep, Tokens
+from ..core.schema import Power, Rep, Tokens
 from .energy import (
     CoverageError,
     check_coverage,

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import experiments
+from ..sweep import experiments
 from .build import report
 
 

@@ -13,8 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from .. import canary, experiments, tracking
-from ..config import CONF_DIR
+from ..cell import canary
+from ..core.config import CONF_DIR
+from ..store import tracking
+from ..sweep import experiments
 from . import archive, claims, figures, results, spread, tables
 
 GENERATED = ("*.pdf", "*.png", "*.csv", "*.md", "*.tex")

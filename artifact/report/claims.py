@@ -1,7 +1,7 @@
 """The paper's claims (conf/claims.yaml) checked against the results table: PASS, FAIL, INCONCLUSIVE or NOT
 APPLICABLE, with the measured value beside the paper's.
 
-Cells of the rounds design are compared by ratios paired within a round (artifact.stats): both sides measured
+Cells of the rounds design are compared by ratios paired within a round (artifact.core.stats): both sides measured
 minutes apart in the same round of one load group, so slow drift cancels. Cells of different load groups (another
 model or precision) were measured in separate minutes: their rounds are paired by number, and the claim says so (the
 profiles run such experiments in two passes, the second in the reversed group order, so a linear drift weighs on
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from .. import stats
+from ..core import stats
 
 PASS, FAIL, NA, INCONCLUSIVE = "PASS", "FAIL", "NOT APPLICABLE", "INCONCLUSIVE"
 VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE", "NOT APPLICABLE")
@@ -260,7 +260,7 @@ NEAR_ROOF = 0.5  # decode within 2x of the bandwidth floor: the roofline's usual
 
 
 def regime(rows: list[dict]) -> str:
-    """Which limit the cells' decode ran against, from their roofline fractions (artifact.roofline)."""
+    """Which limit the cells' decode ran against, from their roofline fractions (artifact.core.roofline)."""
     fractions = sorted(r["decode_bw_fraction"] for r in rows
                        if r["status"] == "ok" and r.get("decode_bw_fraction") is not None)
     if not fractions:

@@ -9,14 +9,8 @@ import math
 import statistics
 from pathlib import Path
 
-import yaml
+from ..store.rows import row_from_record
 
-from .. import roofline
-from ..schema import Result
-from ..stats import P90_MIN_SAMPLES, describe_interval
-from ..timing import cell_parts
-
-MIB = 2 ** 20
 # (column, meaning). The unit is the name's suffix: _s seconds, _tok_s tokens per second, _mib MiB,
 # _w watts, _j joules; perplexity has none.
 COLUMNS = [
@@ -76,119 +70,12 @@ COLUMNS = [
     ("cell_hash", "cell identity"), ("record", "the record folder, traces/<study>/<cell_hash>"),
 ]
 NAMES = [c for c, _ in COLUMNS]
-# The headline numbers, also logged as MLflow metrics under these names (units in the names).
-KEY_METRICS = ("latency_median_s", "throughput_median_tok_s", "ttft_median_s", "decode_median_tok_s",
-               "per_token_median_s", "mem_peak_mib", "weights_mib", "power_median_w", "energy_j",
-               "energy_per_token_j", "net_energy_per_token_j", "perplexity", "decode_bw_fraction",
-               "prefill_flops_fraction")
 INTEGER = ("params", "batch_size", "seq_len", "in_len", "out_len", "reps", "ppl_tokens", "rounds")
 NUMERIC = {c for c in NAMES if c.endswith(("_s", "_mib", "_w", "_j", "_fraction", "_rel", "_cv"))
            or c in (*INTEGER, "perplexity")}
-BACK_TO_BACK = "back-to-back repetitions"
 # rounds.csv: one row per record and round, what paired claims read (artifact.report.claims)
 ROUND_COLUMNS = ["record", "round", "group_run", "group_round", "latency_s", "throughput_tok_s", "power_w", "energy_j",
                  "energy_per_token_j", "started_at"]
-
-
-def row_from_record(folder: Path) -> dict:
-    """One results-table row from a record folder: its config.yaml and the named sections of its result.json
-    (artifact.schema.Result). A section or value the record lacks is None: absent, never zero."""
-    result: Result = json.loads((folder / "result.json").read_text())
-    config = yaml.safe_load((folder / "config.yaml").read_text())
-    metrics, prov, power = result.get("metrics", {}), result.get("provenance", {}), result.get("power", {})
-    tokens, model, memory = result.get("tokens", {}), result.get("model", {}), result.get("memory", {})
-    ppl, energy = result.get("perplexity", {}), power.get("energy", {})
-    timed_power = (power.get("timed") or {}).get("power_w") or {}
-    idle_power = (power.get("idle") or {}).get("power_w") or {}
-    meter = power.get("meter") or {}
-    device = str(result.get("device", ""))
-
-    def stat(metric: str, s: str):
-        summary = metrics.get(metric) or {}
-        if s == "std" and (summary.get("n") or 0) < 2:
-            return None  # one repetition has no spread: absent, not zero
-        if s == "p90" and (summary.get("n") or 0) < P90_MIN_SAMPLES:
-            return None  # no 90th percentile from fewer than 64 samples
-        if s in ("low", "high"):
-            return (summary.get("interval") or {}).get(s)
-        return summary.get(s)
-
-    mem, weights = memory.get("incremental_peak_bytes"), model.get("weight_bytes")
-    parts = cell_parts(result)
-    hardware = result.get("hardware") or (prov.get("gpu_name") if device.startswith("cuda") else None) \
-        or prov.get("cpu_model")
-    peaks = result.get("device_peaks") or roofline.table_peaks(hardware, prov.get("memory_total_bytes"),
-                                                               config["power"]["name"])
-    roof = roofline.fractions(config, result, peaks, {"per_token_s": stat("per_token_latency_s", "median"),
-                                                      "ttft_s": stat("ttft_s", "median")})
-    return {
-        "study": config["study"], "profile": config.get("profile", ""), "model": config["model"]["name"],
-        # the config's count: packed 4-bit weights make the loaded count smaller
-        "params": config["model"].get("params") or model.get("params"),
-        "weights": config["model"]["weights"],
-        "quant": config["quant"]["name"], "workload": config["workload"]["name"],
-        "batch_size": config["batch_size"], "seq_len": config["seq_len"],
-        "in_len": tokens.get("in_len"), "out_len": tokens.get("out_len"),
-        "power_mode": config["power"]["name"], "meter": config["meter"]["name"], "device": result.get("device"),
-        "host_kind": "jetson" if prov.get("l4t_release") else device.split(":")[0],
-        "hardware": hardware,
-        "date": result.get("started_at"), "status": result["status"], "message": result.get("message", ""),
-        "reps": sum(v.get("reps", 0) for v in result.get("visits", [])) or stat("latency_s", "n"),
-        **_design(result),
-        "latency_median_s": stat("latency_s", "median"), "latency_mean_s": stat("latency_s", "mean"),
-        "latency_std_s": stat("latency_s", "std"), "latency_p90_s": stat("latency_s", "p90"),
-        "latency_min_s": stat("latency_s", "min"), "latency_max_s": stat("latency_s", "max"),
-        "latency_low_s": stat("latency_s", "low"), "latency_high_s": stat("latency_s", "high"),
-        "latency_within_visit_cv": ((result.get("within_visit") or {}).get("latency_s") or {}).get("cv"),
-        "throughput_low_tok_s": stat("token_throughput_tps", "low"),
-        "throughput_high_tok_s": stat("token_throughput_tps", "high"),
-        "throughput_median_tok_s": stat("token_throughput_tps", "median"),
-        "throughput_std_tok_s": stat("token_throughput_tps", "std"),
-        "ttft_median_s": stat("ttft_s", "median"), "decode_median_tok_s": stat("decode_tps", "median"),
-        "per_token_median_s": stat("per_token_latency_s", "median"),
-        "mem_peak_mib": mem / MIB if mem is not None else None,
-        "weights_mib": weights / MIB if weights is not None else None,
-        "perplexity": ppl.get("perplexity"), "ppl_tokens": ppl.get("scored_tokens"),
-        "power_status": power.get("status", "no sensor"),
-        "power_median_w": timed_power.get("median"), "power_mean_w": timed_power.get("mean"),
-        "idle_power_w": idle_power.get("median"),
-        "energy_j": energy.get("per_rep_j_median"), "energy_per_token_j": energy.get("per_token_j"),
-        "net_energy_per_token_j": energy.get("net_per_token_j"), **_power_spread(folder, energy, config), **roof,
-        **_sensor_columns(power),
-        "power_low_w": (timed_power.get("interval") or {}).get("low"),
-        "power_high_w": (timed_power.get("interval") or {}).get("high"),
-        "energy_per_token_low_j": ((energy.get("per_token_j_rounds") or {}).get("interval") or {}).get("low"),
-        "energy_per_token_high_j": ((energy.get("per_token_j_rounds") or {}).get("interval") or {}).get("high"),
-        "peaks": (peaks or {}).get("name") if peaks else None, "implied_by": result.get("implied_by"),
-        "same_record_as": result.get("same_record_as"),
-        "cell_s": result.get("cell_seconds"), "timed_s": parts["timed"], "warmup_s": parts["warmup"],
-        "load_s": parts["load"], "build_s": parts["build"], "ppl_s": parts["perplexity"], "idle_s": parts["idle"],
-        "canary_s": parts["canary"] or None,
-        "gpu_uuid": meter.get("gpu_uuid") or result.get("gpu_uuid"),
-        "gpu_pci": meter.get("gpu_pci"), "gpu_pci_cuda": meter.get("gpu_pci_cuda"),
-        "cuda_visible_devices": result.get("cuda_visible_devices"),
-        "energy_check_rel": energy.get("sampled_vs_counter_rel"),
-        "git_sha": _git_sha(prov), "cell_hash": result["cell_hash"],
-        "record": f"traces/{folder.parent.name}/{folder.name}",
-    }
-
-
-def _sensor_columns(power: dict) -> dict:
-    """The energy bound of a meter with no counter, and jtop's `tot` figure on a Jetson."""
-    energy, timed = power.get("energy") or {}, power.get("timed") or {}
-    return {"energy_bound_rel": energy.get("bound_rel"),
-            "power_median_jtop_tot_w": (timed.get("jtop_tot") or {}).get("median_w"),
-            "energy_per_token_jtop_tot_j": energy.get("jtop_tot_per_token_j")}
-
-
-def _design(result: dict) -> dict:
-    """The design columns: rounds with their count and interval, or back-to-back repetitions (every record made
-    before the rounds design, and the fit tests)."""
-    if result.get("design") != "rounds":
-        return {"design": BACK_TO_BACK, "rounds": None, "interval": None}
-    iv = ((result.get("metrics") or {}).get("latency_s") or {}).get("interval") or {}
-    return {"design": "rounds", "rounds": (result.get("rounds") or {}).get("done"),
-            "interval": describe_interval(iv) if iv else None}
 
 
 def round_rows(folder: Path) -> list[dict]:
@@ -215,31 +102,6 @@ def round_rows(folder: Path) -> list[dict]:
                     "power_w": power.get("median_w") if power.get("status") == "ok" else None,
                     "energy_j": joules, "energy_per_token_j": joules / per_batch if joules and per_batch else None,
                     "started_at": visit["started_at"]})
-    return out
-
-
-def _git_sha(prov: dict) -> str | None:
-    sha = prov.get("git_sha")
-    if not sha or sha == "unknown":
-        return None
-    return sha[:12] + ("+dirty" if prov.get("git_dirty") else "")
-
-
-def _power_spread(folder: Path, energy: dict, config: dict) -> dict:
-    """Spread over the repetitions of mean power and energy per token, from each repetition's energy
-    (power.energy.per_rep_j) and latency (reps.csv); absent with fewer than two repetitions."""
-    out = {"power_std_w": None, "energy_per_token_std_j": None}
-    per_rep = energy.get("per_rep_j") or []
-    reps = folder / "reps.csv"
-    if len(per_rep) < 2 or not reps.is_file():
-        return out
-    with open(reps, newline="") as f:
-        latencies = [float(r["latency_s"]) for r in csv.DictReader(f)]
-    if len(latencies) != len(per_rep):
-        return out
-    tokens = config["batch_size"] * config["seq_len"]
-    out["power_std_w"] = statistics.stdev(j / s for j, s in zip(per_rep, latencies))
-    out["energy_per_token_std_j"] = statistics.stdev(j / tokens for j in per_rep)
     return out
 
 

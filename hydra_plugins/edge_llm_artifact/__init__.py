@@ -4,7 +4,7 @@ processes that compose conf/ without importing `artifact.run`: DVC's Hydra compo
 from hydra.core.plugins import Plugins  # noqa: F401  (Hydra scans this namespace for plugins)
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
-from artifact.config import register
+from artifact.core.config import register
 
 register()
 
