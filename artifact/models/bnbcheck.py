@@ -63,8 +63,8 @@ def fix_command() -> str:
 
 
 def check(device: str) -> None:
-    """Run the probe on `device` in a child process; BadInput on any failure (artifact.sweep.preflight.check_inputs asks once per process,
-    precision and device)."""
+    """Run the probe on `device` in a child process; BadInput on any failure (artifact.sweep.preflight.check_inputs
+    asks once per process, precision and device)."""
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     try:
         out = subprocess.run([sys.executable, "-c", PROBE, device], capture_output=True, text=True, env=env,

@@ -15,10 +15,10 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from . import gptq
-from .architecture import build_synthetic
 from ..core.atomic import atomic_folder
 from ..core.config import EMBEDDED_MODEL, BadInput, Cell, to_container
+from . import gptq
+from .architecture import build_synthetic
 
 PROVENANCE = "provenance.json"
 BUILD = "build.json"  # when, where, how long: left out of what DVC versions (.dvcignore), so a rebuild matches

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from . import bnbcheck, checkpoints, gptq
-from .architecture import build_synthetic, count_params, quantize_in_memory
 from ..core.config import BadInput, Cell
 from ..core.schema import ModelInfo
+from . import bnbcheck, checkpoints, gptq
+from .architecture import build_synthetic, count_params, quantize_in_memory
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

@@ -1,12 +1,12 @@
 """Which meter a cell gets: the one conf/meter names, or for `auto` the first sensor that opens."""
 from __future__ import annotations
 
+from . import ina3221, jtop_meter, nvml, rapl
 from .meters import Meter, MeterError, NoMeter
 
 
 def make_meter(meter_cfg, device: str) -> Meter:
     """The meter named by conf/meter; `auto` tries ina3221 -> nvml -> rapl -> none."""
-    from . import ina3221, jtop_meter, nvml, rapl
     builders = {"ina3221": lambda: ina3221.Ina3221Meter(meter_cfg.sysfs_root, list(meter_cfg.total_rails)),
                 "jtop": lambda: jtop_meter.JtopMeter(meter_cfg.jtop_interval_s, meter_cfg.sysfs_root,
                                                      list(meter_cfg.total_rails)),
