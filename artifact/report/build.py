@@ -34,6 +34,15 @@ def caption(rows: list[dict], profile_skip: str | None = None) -> str:
     return f"profile {profiles}; {hw}; {span}; {len(rows)} cells" + (f", {bad} failed" if bad else "")
 
 
+def machines(rows: list[dict]) -> str:
+    """Where a figure's cells come from several GPUs of its one GPU model, which (their NVML UUIDs' first block): two
+    machines of one model can differ by more than one machine's error bars (issue 22's second run)."""
+    uuids = sorted({r["gpu_uuid"] for r in rows if r.get("gpu_uuid") and r["status"] == "ok"})
+    if len(uuids) < 2:
+        return ""
+    return f" from {len(uuids)} GPUs ({', '.join(u.split('-')[1] for u in uuids)})"
+
+
 def _clean(folder: Path) -> None:
     for pattern in GENERATED:
         for p in folder.glob(pattern):
@@ -111,7 +120,8 @@ def build_outputs(rows: list[dict], out: Path, rounds: tuple[list[dict], list[di
         cap = caption(rs, skip)
         if what == "figure":
             files = [f for name, part in figure_parts(exp["name"], rs)
-                     for f in figures.draw({**exp, "name": name}, part, f"{caption(part)}; {error_bars(part)}",
+                     for f in figures.draw({**exp, "name": name}, part,
+                                           f"{caption(part)}{machines(part)}; {error_bars(part)}",
                                            fig_dir)]
         else:
             compared = [r for r in rows if r["study"] == exp["table"].get("of")]  # a second run's first run
