@@ -40,7 +40,7 @@ def machines(rows: list[dict]) -> str:
     uuids = sorted({r["gpu_uuid"] for r in rows if r.get("gpu_uuid") and r["status"] == "ok"})
     if len(uuids) < 2:
         return ""
-    return f" from {len(uuids)} GPUs ({', '.join(u.split('-')[1] for u in uuids)})"
+    return f" from {len(uuids)} GPUs ({', '.join(map(tables.short_uuid, uuids))})"
 
 
 def _clean(folder: Path) -> None:

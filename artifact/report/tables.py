@@ -115,7 +115,7 @@ def rerun(spec: dict, rows: list[dict]) -> tuple[list[str], list[list]]:
     pairs = [(first[k], r) for r in second if (k := tuple(r[k] for k in RERUN_KEYS)) in first]
     for a, b in sorted(pairs, key=lambda p: (p[1]["model"], p[1]["batch_size"], p[1]["seq_len"])):
         line = [b["model"], b["batch_size"], b["seq_len"], b["hardware"],
-                f"{_gpu(a)} / {_gpu(b)}"]
+                f"{short_uuid(a.get('gpu_uuid'))} / {short_uuid(b.get('gpu_uuid'))}"]
         for metric in spec["metrics"]:
             name, unit = metric.split("_", 1)  # latency_s: latency_median_s, latency_low_s, latency_high_s
             both = _agree(a, b, name, unit)
@@ -138,8 +138,9 @@ def rerun(spec: dict, rows: list[dict]) -> tuple[list[str], list[list]]:
     return head, body
 
 
-def _gpu(row: dict) -> str:
-    return (row.get("gpu_uuid") or "no uuid").split("-")[1] if row.get("gpu_uuid") else "no uuid"
+def short_uuid(uuid: str | None) -> str:
+    """A GPU's NVML UUID by its first block (GPU-df589dac-... -> df589dac), enough to tell two machines apart."""
+    return uuid.split("-")[1] if uuid else "no uuid"
 
 
 # conf/experiment table.kind
