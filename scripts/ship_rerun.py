@@ -7,31 +7,24 @@ Usage (repo root): python scripts/ship_rerun.py traces-rerun batch_sweep batch_s
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from artifact.core.atomic import atomic_folder
 from artifact.cell.canary import LOG
+from artifact.store.record import CellStore
 
 
 def ship(source: Path, to_study: str, traces: Path = Path("traces")) -> int:
-    shipped = 0
+    shipped, store = 0, CellStore(traces, to_study)
     for result_path in sorted(source.glob("*/result.json")):
-        folder, dest = result_path.parent, traces / to_study / result_path.parent.name
-        result = json.loads(result_path.read_text())
-        if dest.exists() or result.get("status") not in ("ok", "oom"):
+        folder = result_path.parent
+        if store.path(folder.name).exists() or json.loads(result_path.read_text()).get("status") not in ("ok", "oom"):
             continue
         config = yaml.safe_load((folder / "config.yaml").read_text())
-        with atomic_folder(dest, prefix=f".tmp-{folder.name}-ship-") as tmp:
-            for f in folder.iterdir():
-                if f.name not in ("config.yaml", "result.json"):
-                    shutil.copy2(f, tmp / f.name)
-            (tmp / "config.yaml").write_text(yaml.safe_dump({**config, "study": to_study}, sort_keys=False))
-            (tmp / "result.json").write_text(json.dumps({**result, "moved_from": str(folder)}, indent=2))
+        store.adopt(folder.name, folder, {**config, "study": to_study}, mark={"moved_from": str(folder)})
         shipped += 1
     canary, log = source / LOG, traces / to_study / LOG
     if canary.is_file():

@@ -90,14 +90,21 @@ def _is_cli_entry(tree: ast.Module, path: Path) -> bool:
     return any(isinstance(node, ast.If) and "__name__" in ast.unparse(node.test) for node in tree.body)
 
 
+# Modules that look config groups up by name though neither config nor a command, each with why.
+GROUP_LOOKUP_ALLOWED = {
+    "artifact/sweep/experiments.py": "an experiment's power-mode table lists conf/power blocks as declared data",
+}
+
+
 def test_config_groups_are_looked_up_only_by_config_and_cli_entry_points():
     callers = []
     for path in SOURCES:
         tree = _tree(path)
-        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and ast.unparse(n.func).endswith("load_group")]
+        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+                 and ast.unparse(n.func).endswith(("load_group", "load_groups"))]
         if calls and path.name != "config.py" and not _is_cli_entry(tree, path):
             callers.append(str(path.relative_to(REPO)))
-    assert callers == []
+    assert sorted(callers) == sorted(GROUP_LOOKUP_ALLOWED)
 
 
 def test_no_function_takes_more_than_five_positional_parameters():

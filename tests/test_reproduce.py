@@ -73,6 +73,11 @@ def test_reproduce_lists_the_plan_and_rejects_a_bad_profile():
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "error: profile='orin' is not allowed; use auto or one of: paper, gpu, smoke")
+    bad = subprocess.run([sys.executable, "-m", "artifact.reproduce", "--profile", "smoke", "--list", "batch_sweep",
+                          "--", "processes=0"], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "error: processes='0' is not allowed; give a whole number >= 1 (fresh processes each load group's rounds "
+        "are spread over)")
 
 
 def test_a_cell_that_ends_its_process_costs_its_sweep_one_restart_not_the_rest(tmp_path, models_dir, data_dir):
@@ -126,7 +131,8 @@ def pipeline(tmp_path_factory, models_dir, data_dir):
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
            "PATH": f"{BIN}:{os.environ['PATH']}", "ARTIFACT_DATA_DIR": str(data_dir),
            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
-    shrink = " ".join(["quant=fp32,int8", *TINY, "models_dir=models", f"tracking.uri=sqlite:///{root / 'mlflow.db'}"])
+    shrink = " ".join(["quant=fp32,int8", *TINY, "processes=3", "models_dir=models",
+                       f"tracking.uri=sqlite:///{root / 'mlflow.db'}"])
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
         "data": {"cmd": "python -m artifact.data --manifest traces/data.json", "outs": ["traces/data.json"]},
         "quantize": {"cmd": "python -m artifact.quantize --profile smoke", "outs": [{"models": {"persist": True}}]},
@@ -144,9 +150,11 @@ def pipeline(tmp_path_factory, models_dir, data_dir):
 
 def test_pipeline_runs_then_does_nothing_the_second_time(pipeline):
     root, _, first, second = pipeline
-    assert "Running stage 'experiment'" in first.stdout and "[round 2/2, visit 2/2]" in first.stdout
-    assert "pass 2 of 2 (the load groups in reversed order)" in first.stdout  # two precisions: two load groups
-    assert "[round 1/1, visit 2/2]" in first.stdout  # the second pass: the third round of 3
+    assert "Running stage 'experiment'" in first.stdout and "[round 1/1, visit 2/2]" in first.stdout
+    # processes=3: the 3 rounds in 3 passes, each a fresh process per load group (two precisions: two groups),
+    # every second pass with the groups in reversed order; each pass measures one round
+    assert "pass 2 of 3 (the load groups in reversed order)" in first.stdout and "pass 3 of 3\n" in first.stdout
+    assert "[round 2/" not in first.stdout
     assert "Running stage" not in second.stdout and "Data and pipelines are up to date" in second.stdout
     records = sorted((root / "traces" / "precision_sweep").glob("*/result.json"))
     assert len(records) == 4
@@ -172,6 +180,7 @@ def test_results_table_and_figure_data_equal_the_records(pipeline):
         assert float(drawn[0]["low"]) == pytest.approx(interval["low"], rel=1e-5)
         assert float(drawn[0]["high"]) == pytest.approx(interval["high"], rel=1e-5)
         assert drawn[0]["error"] == "" and row["design"] == "rounds" and row["rounds"] == "3"
+        assert len(result["rounds"]["group_runs"]) == 3 and "3 rounds in 3 processes" in row["interval"]
     series = {p["series"] for p in points if p["panel"] == "throughput_median_tok_s"}
     assert series == {"fp32, batch_size=1", "fp32, batch_size=2", "int8, batch_size=1", "int8, batch_size=2"}
     power = [p for p in points if p["panel"] == "power_median_w"]
@@ -533,3 +542,40 @@ def test_the_second_run_table_pairs_each_cell_with_its_first_run():
         assert line[head.index("overlap")] == ("yes" if agree else "NO")
         assert a["gpu_uuid"].split("-")[1] in line[4] and b["gpu_uuid"].split("-")[1] in line[4]
     assert body[-1][head.index("overlap")] == f"{overlap} of {len(second)}"
+
+
+def test_the_second_run_table_shows_each_runs_canary_per_repetition():
+    """With the shipped rounds.csv and canary.csv, each line carries the drift canary of the group runs that measured
+    its two cells, per repetition (a probe's repetition count is calibrated per group run, so totals do not compare),
+    computed here from canary.csv's own columns."""
+    from artifact.report import build, tables
+    out = REPO / "paper/gpu"
+    rows = [r for r in results.read_csv(out / "results.csv") if r["study"] in ("batch_sweep", "batch_sweep_rerun")]
+    round_rows, points = results.read_rounds(out / "rounds.csv"), build.read_canary(out)
+    head, body = tables.rerun(experiments.load("batch_sweep_rerun")["table"],
+                              build.with_canary(rows, round_rows, points))
+    column = head.index("canary host probe, s per generation: first / second")
+    runs = {}
+    for p in points:
+        runs.setdefault(p["group_run"], []).append(p["host_s"] / p["host_reps"])
+    for line in body[:-1]:
+        pair = []
+        for study in ("batch_sweep", "batch_sweep_rerun"):
+            [r] = [r for r in rows if r["study"] == study and r["design"] == "rounds" and r["model"] == line[0]
+                   and r["batch_size"] == line[1]]
+            [run] = {v["group_run"] for v in round_rows if v["record"] == r["record"]}
+            pair.append(statistics.median(runs[run]))
+        assert line[column].startswith(f"{pair[0]:.3f} / {pair[1]:.3f} ")
+
+
+def test_a_figure_from_several_gpus_of_one_model_names_each_series_gpus():
+    """The H200 rounds batch sweep's cells come from several machines: the caption names, per model, the GPUs its
+    cells ran on (from the rows' NVML UUIDs), since a machine moved a whole series in the second runs."""
+    from artifact.report import build
+    rows = [r for r in results.read_csv(REPO / "paper/gpu/results.csv") if r["study"] == "batch_sweep"
+            and r["design"] == "rounds" and r["status"] == "ok"]
+    text = build.machines(rows)
+    for model in {r["model"] for r in rows}:
+        gpus = sorted({r["gpu_uuid"].split("-")[1] for r in rows if r["model"] == model})
+        assert f"{model}: {', '.join(gpus)}" in text
+    assert build.machines(rows[:1]) == ""  # one GPU: nothing to say

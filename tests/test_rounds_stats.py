@@ -20,6 +20,19 @@ def test_minmax_interval_and_its_coverage_for_few_rounds():
     assert "5 rounds, 94% coverage" in stats.describe_interval(iv)
 
 
+def test_an_interval_says_how_many_processes_and_gpus_its_rounds_ran_in():
+    """A record's interval names the processes (group runs) of its rounds, and the GPUs where a resumed record's
+    rounds ran on more than one machine: one process's interval holds no spread between processes."""
+    from artifact.store.rows import _design
+    iv = stats.interval([5.0, 4.0, 6.0, 5.5, 4.5])
+    result = {"design": "rounds", "metrics": {"latency_s": {"interval": iv}},
+              "rounds": {"done": 5, "group_runs": ["a"]}}
+    assert _design(result)["interval"] == "min-max over 5 rounds in 1 process, 94% coverage of the median"
+    result["rounds"].update(group_runs=["a", "b", "c"], gpu_uuids=["GPU-1", "GPU-2"])
+    assert _design(result)["interval"] == ("min-max over 5 rounds in 3 processes on 2 GPUs, 94% coverage of the "
+                                           "median")
+
+
 def test_bootstrap_interval_from_eight_rounds_is_reproducible_and_holds_the_median():
     values = [10.0, 10.4, 9.7, 10.1, 10.9, 9.9, 10.2, 10.05, 9.8, 10.3]
     iv = stats.interval(values)

@@ -109,7 +109,24 @@ def spread_line(points: list[dict]) -> str:
     flagged = [m for m in moves(points) if m["flagged"]]
     where = ", ".join(f"{m['group']} round {m['round']} (host {m['host']:+.1%}, device {m['device']:+.1%})"
                       for m in flagged[:6]) + (" ..." if len(flagged) > 6 else "")
-    median_host = statistics.median(p["host_s"] for p in points)
+    host, device = (statistics.median(per_rep(p, probe) for p in points) for probe in ("host", "device"))
     return (f"canary: {len(points)} points in {len(runs)} load group(s); host probe spread {spread('host_s'):.1%} "
-            f"(median {median_host:.3f} s), device probe spread {spread('device_s'):.1%}; rounds that moved more than "
-            f"{DRIFT_FLAG:.0%}: {len(flagged)}" + (f": {where}" if flagged else ""))
+            f"(median {host:.3f} s per generation), device probe spread {spread('device_s'):.1%} (median "
+            f"{device * 1e3:.3f} ms per product); rounds that moved more than {DRIFT_FLAG:.0%}: {len(flagged)}"
+            + (f": {where}" if flagged else ""))
+
+
+def per_rep(point: dict, probe: str) -> float:
+    """A point's time for one repetition of a probe ("host": one generation, "device": one product). The repetition
+    count is calibrated per load group, so only this value compares across group runs (of one model: the host probe
+    generates with the loaded model)."""
+    return float(point[f"{probe}_s"]) / float(point[f"{probe}_reps"])
+
+
+def per_run(points: list[dict]) -> dict[str, dict[str, float]]:
+    """Per group run: the median over its points of each probe's time per repetition (per_rep)."""
+    runs: dict[str, list[dict]] = {}
+    for p in points:
+        runs.setdefault(p["group_run"], []).append(p)
+    return {run: {probe: statistics.median(per_rep(p, probe) for p in ps) for probe in ("host", "device")}
+            for run, ps in runs.items()}

@@ -42,11 +42,13 @@ def interval(values: list[float]) -> dict:
                                                f"resamples)", "coverage": BOOTSTRAP_LEVEL, "n": n}
 
 
-def describe_interval(iv: dict) -> str:
-    """'min-max over 5 rounds, 94 % coverage of the median' (for captions and claims)."""
+def describe_interval(iv: dict, where: str = "") -> str:
+    """'min-max over 5 rounds in 1 process, 94 % coverage of the median' (for captions and claims); `where` says
+    how many processes measured the rounds (a one-process interval holds no spread between processes)."""
     if iv.get("low") is None:
         return iv.get("method", "no interval")
-    return f"{iv['method'].replace('rounds', str(iv['n']) + ' rounds', 1)}, {iv['coverage']:.0%} coverage of the median"
+    return (f"{iv['method'].replace('rounds', str(iv['n']) + ' rounds' + where, 1)}, {iv['coverage']:.0%} coverage "
+            f"of the median")
 
 
 def p90(values: list[float]) -> float | None:

@@ -8,6 +8,7 @@ import csv
 import itertools
 import os
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -35,12 +36,17 @@ def caption(rows: list[dict], profile_skip: str | None = None) -> str:
 
 
 def machines(rows: list[dict]) -> str:
-    """Where a figure's cells come from several GPUs of its one GPU model, which (their NVML UUIDs' first block): two
-    machines of one model can differ by more than one machine's error bars (issue 22's second run)."""
-    uuids = sorted({r["gpu_uuid"] for r in rows if r.get("gpu_uuid") and r["status"] == "ok"})
+    """Where a figure's cells come from several GPUs of its one GPU model, which, per model (their NVML UUIDs' first
+    block): two machines of one GPU model differed by more than one machine's error bars (issue 22's second runs),
+    so two series measured on two machines differ by the machine as well as by the model."""
+    ok = [r for r in rows if r.get("gpu_uuid") and r["status"] == "ok"]
+    uuids = sorted({r["gpu_uuid"] for r in ok})
     if len(uuids) < 2:
         return ""
-    return f" from {len(uuids)} GPUs ({', '.join(map(tables.short_uuid, uuids))})"
+    per_model = "; ".join(f"{m}: {', '.join(sorted({tables.short_uuid(r['gpu_uuid']) for r in ok if r['model'] == m}))}"
+                          for m in sorted({r["model"] for r in ok}))
+    return (f" from {len(uuids)} GPUs ({per_model}; series from two machines differ by the machine too, "
+            f"see the second-run table)")
 
 
 def _clean(folder: Path) -> None:
@@ -98,6 +104,20 @@ def figure_parts(name: str, rows: list[dict]) -> list[tuple[str, list[dict]]]:
             for (design, hw), rs in sorted(groups.items(), key=lambda g: (g[0][0], str(g[0][1])))]
 
 
+def with_canary(rows: list[dict], round_rows: list[dict], points: list[dict]) -> list[dict]:
+    """Rows with the drift canary of the group runs that measured them (canary_host_s per generation,
+    canary_device_s per product: the median over the runs' points), where the record was measured in rounds."""
+    runs, by_record = canary.per_run(points), {}
+    for v in round_rows:
+        by_record.setdefault(v["record"], set()).add(v["group_run"])
+    out = []
+    for r in rows:
+        got = [runs[g] for g in sorted(by_record.get(r["record"], ())) if g in runs]
+        out.append({**r, **({f"canary_{probe}_s": statistics.median(x[probe] for x in got)
+                             for probe in ("host", "device")} if got else {})})
+    return out
+
+
 def build_outputs(rows: list[dict], out: Path, rounds: tuple[list[dict], list[dict]] = ([], [])) -> list[str]:
     """Every figure and table, and for an experiment measured in rounds its drift figure (each visit and canary point
     against wall-clock time); returns index lines (what was built, or why not)."""
@@ -125,7 +145,7 @@ def build_outputs(rows: list[dict], out: Path, rounds: tuple[list[dict], list[di
                                            fig_dir)]
         else:
             compared = [r for r in rows if r["study"] == exp["table"].get("of")]  # a second run's first run
-            files = tables.write(exp, rs + compared, cap, tab_dir)
+            files = tables.write(exp, with_canary(rs + compared, round_rows, points), cap, tab_dir)
         records = {r["record"] for r in rs}
         visits = [v for v in round_rows if v["record"] in records]
         if visits:

@@ -4,9 +4,10 @@ APPLICABLE, with the measured value beside the paper's.
 Cells of the rounds design are compared by ratios paired within a round (artifact.core.stats): both sides measured
 minutes apart in the same round of one load group, so slow drift cancels. Cells of different load groups (another
 model or precision) were measured in separate minutes: their rounds are paired by number, and the claim says so (the
-profiles run such experiments in two passes, the second in the reversed group order, so a linear drift weighs on
-both sides alike). A verdict is PASS or FAIL only where the interval of the ratios lies wholly beyond the claim's
-practical threshold (`practical`, default PRACTICAL) on one side; otherwise INCONCLUSIVE, with the interval.
+profiles run such experiments in at least two passes, every second one in the reversed group order, so a linear
+drift weighs on both sides alike: artifact.sweep.experiments.passes). A verdict is PASS or FAIL only where the
+interval of the ratios lies wholly beyond the claim's practical threshold (`practical`, default PRACTICAL) on one
+side; otherwise INCONCLUSIVE, with the interval.
 Back-to-back records (before the rounds design) are judged as before, on medians and standard deviations.
 
 Absolute Orin numbers are checked only on records taken on a

@@ -242,7 +242,7 @@ def _save(fig, caption: str, base: Path, table: tuple[list[dict], list[str]]) ->
     """The figure as PDF + PNG (no timestamps: the same data give the same bytes), the caption wrapped below it,
     and the drawn points as CSV."""
     data, fields = table
-    lines = textwrap.wrap(caption, width=int(fig.get_figwidth() * 27))
+    lines = textwrap.wrap(caption, width=int(fig.get_figwidth() * 18))  # 7 pt: about 18 characters an inch
     fig.text(0.01, 0.005, "\n".join(lines), fontsize=7, color="0.3", ha="left", va="bottom")
     fig.tight_layout(rect=(0, 0.035 * len(lines) / max(1.0, fig.get_figheight() / 4), 1, 1))
     base.parent.mkdir(parents=True, exist_ok=True)

@@ -104,13 +104,19 @@ def rerun(spec: dict, rows: list[dict]) -> tuple[list[str], list[list]]:
     """A second run against the first (study spec["of"]), cell by cell: the same model, precision, workload, batch,
     sequence length, GPU model and design. Per metric of spec["metrics"] (latency_s, throughput_tok_s): each run's
     median [interval], whether the intervals overlap, whether each holds the other's median, and second / first.
-    The GPUs column names each run's GPU (its NVML UUID's first block): another machine shows another UUID. The
-    last row counts the cells that agree."""
+    The GPUs column names each run's GPU (its NVML UUID's first block): another machine shows another UUID. Where
+    the rows carry the drift canary of their group runs (report.build.with_canary), each run's probe times per
+    repetition and their ratio follow: a host that was slower in one run shows there. The last row counts the cells
+    that agree."""
     second = [r for r in rows if r["study"] != spec["of"] and r["status"] == "ok"]
     first = {tuple(r[k] for k in RERUN_KEYS): r for r in rows if r["study"] == spec["of"] and r["status"] == "ok"}
     head = ["model", "batch", "seq_len", "hardware", "GPUs (first / second)"]
     for metric in spec["metrics"]:
         head += [f"{metric}: first", f"{metric}: second", "overlap", "each holds the other's median", "second / first"]
+    probes = any("canary_host_s" in r for r in second)
+    if probes:
+        head += ["canary host probe, s per generation: first / second", "canary device probe, ms per product: "
+                 "first / second"]
     body, agree = [], {m: [0, 0, 0] for m in spec["metrics"]}
     pairs = [(first[k], r) for r in second if (k := tuple(r[k] for k in RERUN_KEYS)) in first]
     for a, b in sorted(pairs, key=lambda p: (p[1]["model"], p[1]["batch_size"], p[1]["seq_len"])):
@@ -128,14 +134,24 @@ def rerun(spec: dict, rows: list[dict]) -> tuple[list[str], list[list]]:
             line += [_bar(a, name, unit), _bar(b, name, unit),
                      "–" if both is None else ("yes" if both[0] else "NO"),
                      "–" if both is None else ("yes" if both[1] else "no"), f"{ratio:.3f}"]
+        if probes:
+            line += [_pair(a, b, "canary_host_s", 1), _pair(a, b, "canary_device_s", 1e3)]
         body.append(line)
     if body:
         total = [f"{len(body)} cells in both runs", "", "", "", ""]
         for metric in spec["metrics"]:
             n, overlap, holds = agree[metric]
             total += ["", "", f"{overlap} of {n}", f"{holds} of {n}", ""]
+        total += ["", ""] if probes else []
         body.append(total)
     return head, body
+
+
+def _pair(a: dict, b: dict, key: str, scale: float) -> str:
+    """first / second (second / first) of a column both rows may lack."""
+    if a.get(key) is None or b.get(key) is None:
+        return "–"
+    return f"{a[key] * scale:.3f} / {b[key] * scale:.3f} ({b[key] / a[key]:.2f})"
 
 
 def short_uuid(uuid: str | None) -> str:

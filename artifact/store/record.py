@@ -117,10 +117,12 @@ class CellStore:
                 return other.parent
         return None
 
-    def adopt(self, cell_hash: str, source: Path, config: dict) -> dict:
-        """Copy the twin record `source` into this study, atomically: its measurement files as they are, the
-        config with this study's labels, and the result with `same_record_as` (the study it was measured in)."""
-        result = dict(json.loads((source / "result.json").read_text()), same_record_as=source.parent.name)
+    def adopt(self, cell_hash: str, source: Path, config: dict, mark: dict | None = None) -> dict:
+        """Copy the record `source` into this study, atomically: its measurement files as they are, the config
+        with this study's labels, and the result with `mark` added: by default `same_record_as` (a twin: the study
+        it was measured in); scripts/ship_rerun.py marks a record moved into its study with `moved_from`."""
+        mark = {"same_record_as": source.parent.name} if mark is None else mark
+        result = {**json.loads((source / "result.json").read_text()), **mark}
         with self._new_record(cell_hash, config, result) as tmp:
             for f in source.iterdir():
                 if f.name not in ("config.yaml", "result.json"):

@@ -155,8 +155,12 @@ def _design(result: dict) -> dict:
     if result.get("design") != "rounds":
         return {"design": BACK_TO_BACK, "rounds": None, "interval": None}
     iv = ((result.get("metrics") or {}).get("latency_s") or {}).get("interval") or {}
-    return {"design": "rounds", "rounds": (result.get("rounds") or {}).get("done"),
-            "interval": describe_interval(iv) if iv else None}
+    rounds = result.get("rounds") or {}
+    processes, gpus = len(rounds.get("group_runs") or []), len(rounds.get("gpu_uuids") or [])
+    where = f" in {processes} process{'es' if processes > 1 else ''}" if processes else ""
+    where += f" on {gpus} GPUs" if gpus > 1 else ""  # rounds resumed on another machine
+    return {"design": "rounds", "rounds": rounds.get("done"),
+            "interval": describe_interval(iv, where) if iv else None}
 
 
 def _git_sha(prov: dict) -> str | None:

@@ -30,6 +30,7 @@ class Plan:
     cells: int
     skip: str | None = None  # why this profile does not run it
     settings: dict | None = None  # key -> value (a list sweeps), what the overrides were made from
+    processes: int = 1       # rounds design: fresh processes each load group's rounds are spread over (passes)
 
 
 def names() -> list[str]:
@@ -74,28 +75,50 @@ def plan(name: str, profile: str, extra: list[str] | tuple = ()) -> Plan:
         if not sep or key in ("study", "profile"):
             raise BadInput(f"{item!r} is not allowed here; give key=value overrides (not study or profile)")
         settings[key] = value.split(",") if "," in value and not value.startswith("[") else value
+    processes = _processes(settings.pop("processes", 1))
     overrides = [f"study={exp['study']}", f"profile={profile}"]
     overrides += [f"{k}={_value(v)}" for k, v in settings.items()]
     cells = math.prod(len(v) for v in settings.values() if isinstance(v, list))
-    return Plan(name, exp["study"], profile, overrides, cells, settings=settings)
+    return Plan(name, exp["study"], profile, overrides, cells, settings=settings, processes=processes)
 
 
-def passes(p: Plan) -> list[list[str]]:
-    """The sweeps that measure a plan. In the rounds design a sweep over several load groups (models, precisions:
-    launch.GROUP_KEYS) runs in two passes: the first asks half the rounds (rounded up) in the declared group
-    order, the second all of them with every group key's values reversed, so the groups measured last are measured
-    first. Comparisons across groups pair rounds measured in separate minutes; the reversed pass makes a drift that
-    is linear in time weigh on both sides alike. Otherwise (one group, or back-to-back) one sweep."""
+def _processes(value) -> int:
+    """The `processes` setting (a profile's, or `processes=N` on the command line) as a count >= 1."""
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1 or str(value).strip() != str(n):
+        raise BadInput(f"processes={value!r} is not allowed; give a whole number >= 1 (fresh processes each load "
+                       f"group's rounds are spread over)")
+    return n
+
+
+def passes(p: Plan) -> list[tuple[list[str], bool]]:
+    """The sweeps that measure a plan, each with whether it reverses the load groups' order. A sweep is a fresh
+    process per load group (launch.GROUP_KEYS: model, precision, ...): it loads, warms up, measures the canary and
+    its share of the rounds, and a later sweep asking more rounds adds to the records. In the rounds design the
+    rounds are spread over `processes` sweeps (at most one per round), pass k asking ceil(k x rounds / processes)
+    rounds, so a cell's interval holds the spread between processes, not only the drift within one (a fresh process
+    can be 30 % off the last: ../shared/MEASUREMENT.md). A sweep over several load groups takes at least 2 passes,
+    every second one with each group key's values reversed: comparisons across groups pair rounds measured in
+    separate minutes, and the reversal makes a drift that is linear in time weigh on both sides alike. Otherwise
+    (back-to-back, one round) one sweep."""
     from .launch import GROUP_KEYS
     settings = p.settings or {}
-    swept = [k for k in GROUP_KEYS if isinstance(settings.get(k), list) and len(settings[k]) > 1]
-    if settings.get("design") != "rounds" or not swept or int(settings.get("rounds", 1)) < 2:
-        return [p.overrides]
-    head = [f"study={p.study}", f"profile={p.profile}"]
     rounds = int(settings.get("rounds", 1))
-    first = {**settings, "rounds": (rounds + 1) // 2}
-    second = {**settings, **{k: list(reversed(settings[k])) for k in swept}}
-    return [head + [f"{k}={_value(v)}" for k, v in s.items()] for s in (first, second)]
+    if settings.get("design") != "rounds" or rounds < 2:
+        return [(p.overrides, False)]
+    swept = [k for k in GROUP_KEYS if isinstance(settings.get(k), list) and len(settings[k]) > 1]
+    count = min(rounds, max(p.processes, 2 if swept else 1))
+    head = [f"study={p.study}", f"profile={p.profile}"]
+    out = []
+    for k in range(1, count + 1):
+        reverse = bool(swept) and k % 2 == 0
+        s = {**settings, "rounds": -(-k * rounds // count),
+             **({key: list(reversed(settings[key])) for key in swept} if reverse else {})}
+        out.append((head + [f"{key}={_value(v)}" for key, v in s.items()], reverse))
+    return out
 
 
 def detect_profile() -> tuple[str, str]:
@@ -136,7 +159,7 @@ def write_plan(traces_dir: Path, p: Plan) -> None:
     the folder exist, which DVC needs of a stage's output even when the profile skips the experiment."""
     folder = traces_dir / p.study
     folder.mkdir(parents=True, exist_ok=True)
-    doc = {"experiment": p.name, "profile": p.profile, "cells": p.cells, "skip": p.skip,
+    doc = {"experiment": p.name, "profile": p.profile, "cells": p.cells, "skip": p.skip, "processes": p.processes,
            "command": ["python", "-m", "artifact.run", "-m", *p.overrides] if not p.skip else None}
     tmp = folder / ".PLAN.json.tmp"
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
@@ -152,9 +175,9 @@ def run_experiment(p: Plan, traces_dir: Path) -> int:
         print(f"  skipped in profile {p.profile}: {p.skip}", flush=True)
         return 0
     sweeps = passes(p)
-    for n, overrides in enumerate(sweeps):
+    for n, (overrides, reverse) in enumerate(sweeps):
         if len(sweeps) > 1:
-            print(f"  pass {n + 1} of {len(sweeps)}" + (" (the load groups in reversed order)" if n else ""),
+            print(f"  pass {n + 1} of {len(sweeps)}" + (" (the load groups in reversed order)" if reverse else ""),
                   flush=True)
         rc = _sweep([sys.executable, "-m", "artifact.run", "-m", *overrides, f"traces_dir={traces_dir}"], p, traces_dir)
         if rc not in (0, 1):  # bad input or a stop: the second pass would fail the same way

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..core.config import BadInput, compose, override_value, resolve, validate
-from ..models import checkpoints
+from ..models import checkpoints, gptq
 from . import disk, experiments
 
 
@@ -43,7 +43,9 @@ def prepare_one(cfg, models_dir: Path) -> Path | None:
     cfg.models_dir = str(models_dir)
     if cfg.quant.method == "gptq":
         cell = resolve(cfg)
-        disk.check_space(disk.checkpoint_bytes(cell), f"the {cell.model.name} {cell.quant.name} checkpoint")
+        if not (checkpoints.quantized_dir(cell) / checkpoints.PROVENANCE).is_file():
+            gptq.check_available(cell.quant, cell.device)  # a tool that cannot run here is said before the disk
+            disk.check_space(disk.checkpoint_bytes(cell), f"the {cell.model.name} {cell.quant.name} checkpoint")
         return checkpoints.gptq_checkpoint(cell)
     if cfg.model.source == "gguf-package" and cfg.model.weights == "real":
         return checkpoints.converted_gguf_dir(cfg.model, models_dir)

@@ -58,6 +58,7 @@ class Member:
     prompts: torch.Tensor | None = None
     warmups: list[float] = field(default_factory=list)  # this run's warm-up latencies (round 0 and visits)
     seconds: float = 0.0                          # this run's time spent on the cell (its share of the load too)
+    gpu_uuid: str | None = None                   # the GPU this process measures on (a resumed record's may differ)
     timed: float = 0.0                            # this run's timed repetitions
     canary: float = 0.0                           # this run's canary points (the group's first member carries them)
 
@@ -121,19 +122,19 @@ def _claim(cell: Cell, session: Session, held: contextlib.ExitStack) -> Member |
 def _member(cell: Cell, key: str, store: CellStore) -> Member:
     """The member with the visits its record already holds (a rounds record of this cell; none with force=true)."""
     old = None if cell.force else store.recorded(key)
+    here = nvml.cuda_uuid(cell.device) if cell.device.startswith("cuda") else None
     if old is not None and old.get("design") == "rounds" and old.get("status") != "oom" and old.get("visits"):
         rows, tables = store.rows(key)
         result = {k: v for k, v in old.items() if k not in ("traceback", "stderr_tail", "process_deaths")}
         result.update(status="ok", message="")
         before = {k: old.get(k) for k in ("cell_seconds", "warmup_latency_s", "canary_seconds")}
-        return Member(cell, key, store, result, rows, tables, before)
+        return Member(cell, key, store, result, rows, tables, before, gpu_uuid=here)
     result = {"cell_hash": key, "record_id": uuid.uuid4().hex, "schema": ROUNDS_SCHEMA, "design": "rounds",
               "status": "ok", "message": "", "device": cell.device, "hardware": cell.hardware,
-              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-              "gpu_uuid": nvml.cuda_uuid(cell.device) if cell.device.startswith("cuda") else None,
+              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "gpu_uuid": here,
               "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "power_mode": {"name": cell.power.name, "status": "not set (power=none)"}, "visits": []}
-    return Member(cell, key, store, result, [], {})
+    return Member(cell, key, store, result, [], {}, gpu_uuid=here)
 
 
 def _measure(members: list[Member], session: Session) -> None:
@@ -298,7 +299,8 @@ def _add_visit(m: Member, measured: tuple, visit: dict) -> None:
     energy = (power or {}).get("energy") or {}
     per_rep = energy.get("per_rep_j") or [None] * len(run.reps)
     visit.update(round=r, warmup_s=run.timing["warmup_latency_s"], reps=len(run.reps),
-                 memory_peak_bytes=run.memory["incremental_peak_bytes"], power=_visit_power(power))
+                 memory_peak_bytes=run.memory["incremental_peak_bytes"], power=_visit_power(power),
+                 **({"gpu_uuid": m.gpu_uuid} if m.gpu_uuid else {}))
     for rep, joules in zip(run.reps, per_rep):
         m.rows.append({"round": r, **{k: visit[k] for k in ("group_run", "group_round", "position", "order_seed",
                                                             "started_at")},
@@ -349,6 +351,9 @@ def summarize(m: Member, session: Session) -> Result:
         result["timed_seconds"] = sum(float(r["latency_s"]) for r in m.rows)
     result["rounds"] = {"asked": m.cell.design.rounds, "done": len(m.visits), "design": "rounds",
                         "group_runs": sorted({v["group_run"] for v in m.visits})}
+    gpus = sorted({v.get("gpu_uuid") or result.get("gpu_uuid") for v in m.visits} - {None})  # older visits: none
+    if len(gpus) > 1:  # rounds resumed on another machine: the record's gpu_uuid is its first visit's
+        result["rounds"]["gpu_uuids"] = gpus
     result["power"] = _power(m)
     result["warmup_latency_s"] = (m.before.get("warmup_latency_s") or []) + m.warmups
     result["cold_start_ratio"] = (m.warmups[0] / result["metrics"]["latency_s"]["median"]
