@@ -22,6 +22,17 @@ from .core.config import BadInput
 from .sweep import experiments
 
 
+def _passes_note(p: experiments.Plan) -> str:
+    """How the command runs where it is more than one sweep: its passes and the rounds each asks."""
+    sweeps = experiments.passes(p)
+    if len(sweeps) < 2:
+        return ""
+    asked = [next(o for o in overrides if o.startswith("rounds=")).split("=", 1)[1] for overrides, _ in sweeps]
+    reversed_note = " (every second pass with the load groups in reversed order)" if any(r for _, r in sweeps) else ""
+    return f"; in {len(sweeps)} passes, each a fresh process per load group, asking rounds={', '.join(asked)}" + \
+        reversed_note
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m artifact.reproduce", description=__doc__.split("\n\n")[0])
     ap.add_argument("experiments", nargs="*", help=f"default: all ({', '.join(experiments.names())})")
@@ -49,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for p in plans:
             command = f"python -m artifact.run -m {' '.join(p.overrides)}"
-            what = f"skipped: {p.skip}" if p.skip else f"{p.cells} cells: {command}"
+            what = f"skipped: {p.skip}" if p.skip else f"{p.cells} cells: {command}{_passes_note(p)}"
             print(f"{p.name}: {what}")
         return 0
     started = time.monotonic()

@@ -69,6 +69,8 @@ def test_reproduce_lists_the_plan_and_rejects_a_bad_profile():
                          text=True)
     assert out.returncode == 0 and out.stdout.startswith("profile smoke: no CUDA GPU and not a Jetson")
     assert "power_sweep: skipped: power modes are set with nvpmodel" in out.stdout
+    assert ("; in 2 passes, each a fresh process per load group, asking rounds=2, 3 (every second pass with the "
+            "load groups in reversed order)") in out.stdout  # precision_sweep: four precisions, four load groups
     bad = subprocess.run([sys.executable, "-m", "artifact.reproduce", "--profile", "orin"], cwd=REPO,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == (
