@@ -27,10 +27,10 @@ def _passes_note(p: experiments.Plan) -> str:
     sweeps = experiments.passes(p)
     if len(sweeps) < 2:
         return ""
-    asked = [next(o for o in overrides if o.startswith("rounds=")).split("=", 1)[1] for overrides, _ in sweeps]
-    reversed_note = " (every second pass with the load groups in reversed order)" if any(r for _, r in sweeps) else ""
-    return f"; in {len(sweeps)} passes, each a fresh process per load group, asking rounds={', '.join(asked)}" + \
-        reversed_note
+    reversed_note = " (every second pass with the load groups in reversed order)" if any(s.reverse for s in sweeps) \
+        else ""
+    return (f"; in {len(sweeps)} passes, each a fresh process per load group, asking rounds="
+            f"{', '.join(str(s.rounds) for s in sweeps)}{reversed_note}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,14 +78,19 @@ def read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def by_run(points: list[dict]) -> dict[str, list[dict]]:
+    """The points of each group run (their repetition counts are the run's own)."""
+    runs: dict[str, list[dict]] = {}
+    for p in points:
+        runs.setdefault(p["group_run"], []).append(p)
+    return runs
+
+
 def moves(points: list[dict]) -> list[dict]:
     """Per round of each group run: how much each probe moved from the point before the round to the point after
     it (after / before - 1), and whether that is more than DRIFT_FLAG."""
     out = []
-    runs: dict[str, list[dict]] = {}
-    for p in points:
-        runs.setdefault(p["group_run"], []).append(p)
-    for run, ps in runs.items():
+    for run, ps in by_run(points).items():
         ps = sorted(ps, key=lambda p: p["point"])
         for before, after in zip(ps, ps[1:]):
             host = after["host_s"] / before["host_s"] - 1
@@ -100,9 +105,7 @@ def spread_line(points: list[dict]) -> str:
     runs) and the rounds where it moved more than DRIFT_FLAG."""
     if not points:
         return "canary: none (canary_seconds=0 or no rounds)"
-    runs: dict[str, list[dict]] = {}
-    for p in points:
-        runs.setdefault(p["group_run"], []).append(p)
+    runs = by_run(points)
 
     def spread(key: str) -> float:
         return max(max(p[key] for p in ps) / min(p[key] for p in ps) - 1 for ps in runs.values())
@@ -125,8 +128,5 @@ def per_rep(point: dict, probe: str) -> float:
 
 def per_run(points: list[dict]) -> dict[str, dict[str, float]]:
     """Per group run: the median over its points of each probe's time per repetition (per_rep)."""
-    runs: dict[str, list[dict]] = {}
-    for p in points:
-        runs.setdefault(p["group_run"], []).append(p)
     return {run: {probe: statistics.median(per_rep(p, probe) for p in ps) for probe in ("host", "device")}
-            for run, ps in runs.items()}
+            for run, ps in by_run(points).items()}

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -94,8 +95,16 @@ def _processes(value) -> int:
     return n
 
 
-def passes(p: Plan) -> list[tuple[list[str], bool]]:
-    """The sweeps that measure a plan, each with whether it reverses the load groups' order. A sweep is a fresh
+class Pass(NamedTuple):
+    """One sweep of a plan: its `artifact.run -m` overrides, whether it reverses the load groups' order, and the
+    rounds it asks (None: the plan's own, not the rounds design)."""
+    overrides: list[str]
+    reverse: bool
+    rounds: int | None
+
+
+def passes(p: Plan) -> list[Pass]:
+    """The sweeps that measure a plan. A sweep is a fresh
     process per load group (launch.GROUP_KEYS: model, precision, ...): it loads, warms up, measures the canary and
     its share of the rounds, and a later sweep asking more rounds adds to the records. In the rounds design the
     rounds are spread over `processes` sweeps (at most one per round), pass k asking ceil(k x rounds / processes)
@@ -108,7 +117,7 @@ def passes(p: Plan) -> list[tuple[list[str], bool]]:
     settings = p.settings or {}
     rounds = int(settings.get("rounds", 1))
     if settings.get("design") != "rounds" or rounds < 2:
-        return [(p.overrides, False)]
+        return [Pass(p.overrides, False, None)]
     swept = [k for k in GROUP_KEYS if isinstance(settings.get(k), list) and len(settings[k]) > 1]
     count = min(rounds, max(p.processes, 2 if swept else 1))
     head = [f"study={p.study}", f"profile={p.profile}"]
@@ -117,7 +126,7 @@ def passes(p: Plan) -> list[tuple[list[str], bool]]:
         reverse = bool(swept) and k % 2 == 0
         s = {**settings, "rounds": -(-k * rounds // count),
              **({key: list(reversed(settings[key])) for key in swept} if reverse else {})}
-        out.append((head + [f"{key}={_value(v)}" for key, v in s.items()], reverse))
+        out.append(Pass(head + [f"{key}={_value(v)}" for key, v in s.items()], reverse, s["rounds"]))
     return out
 
 
@@ -175,11 +184,12 @@ def run_experiment(p: Plan, traces_dir: Path) -> int:
         print(f"  skipped in profile {p.profile}: {p.skip}", flush=True)
         return 0
     sweeps = passes(p)
-    for n, (overrides, reverse) in enumerate(sweeps):
+    for n, sweep in enumerate(sweeps):
         if len(sweeps) > 1:
-            print(f"  pass {n + 1} of {len(sweeps)}" + (" (the load groups in reversed order)" if reverse else ""),
-                  flush=True)
-        rc = _sweep([sys.executable, "-m", "artifact.run", "-m", *overrides, f"traces_dir={traces_dir}"], p, traces_dir)
+            order = " (the load groups in reversed order)" if sweep.reverse else ""
+            print(f"  pass {n + 1} of {len(sweeps)}{order}", flush=True)
+        rc = _sweep([sys.executable, "-m", "artifact.run", "-m", *sweep.overrides, f"traces_dir={traces_dir}"], p,
+                    traces_dir)
         if rc not in (0, 1):  # bad input or a stop: the second pass would fail the same way
             return rc
     return rc

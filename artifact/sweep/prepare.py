@@ -43,9 +43,10 @@ def prepare_one(cfg, models_dir: Path) -> Path | None:
     cfg.models_dir = str(models_dir)
     if cfg.quant.method == "gptq":
         cell = resolve(cfg)
-        if not (checkpoints.quantized_dir(cell) / checkpoints.PROVENANCE).is_file():
+        needs = disk.checkpoint_bytes(cell)  # empty where the checkpoint is built
+        if needs:
             gptq.check_available(cell.quant, cell.device)  # a tool that cannot run here is said before the disk
-            disk.check_space(disk.checkpoint_bytes(cell), f"the {cell.model.name} {cell.quant.name} checkpoint")
+            disk.check_space(needs, f"the {cell.model.name} {cell.quant.name} checkpoint")
         return checkpoints.gptq_checkpoint(cell)
     if cfg.model.source == "gguf-package" and cfg.model.weights == "real":
         return checkpoints.converted_gguf_dir(cfg.model, models_dir)
