@@ -82,6 +82,15 @@ def test_reproduce_lists_the_plan_and_rejects_a_bad_profile():
         "are spread over)")
 
 
+def test_force_starts_the_records_over_in_the_first_pass_only():
+    """force=true with rounds over processes: the first pass starts every record over, the later passes add their
+    rounds to it (a force in every pass would leave only the last pass's rounds, measured in one process)."""
+    p = experiments.plan("batch_sweep", "gpu", ["model=phi2", "force=true"])
+    sweeps = experiments.passes(p)
+    assert [s.rounds for s in sweeps] == [1, 2, 3, 4, 5]
+    assert ["force=true" in s.overrides for s in sweeps] == [True, False, False, False, False]
+
+
 def test_a_cell_that_ends_its_process_costs_its_sweep_one_restart_not_the_rest(tmp_path, models_dir, data_dir):
     """reproduce runs a sweep again when its process died measuring a cell (the fake makes bs 2 end it, in fp32 and
     int8); each rerun measures the cell it died on in a child process, so every other cell is measured."""

@@ -126,6 +126,8 @@ def passes(p: Plan) -> list[Pass]:
         reverse = bool(swept) and k % 2 == 0
         s = {**settings, "rounds": -(-k * rounds // count),
              **({key: list(reversed(settings[key])) for key in swept} if reverse else {})}
+        if k > 1:  # force=true starts the records over in the first pass; the later passes add to them
+            s.pop("force", None)
         out.append(Pass(head + [f"{key}={_value(v)}" for key, v in s.items()], reverse, s["rounds"]))
     return out
 
@@ -202,6 +204,7 @@ def _sweep(cmd: list[str], p: Plan, traces_dir: Path) -> int:
         died = settle_dead_locks(traces_dir, p.study)
         if not died:
             break
+        cmd = [a for a in cmd if not a.startswith("force=")]  # a rerun resumes; force=true would start over
         print(f"  the sweep's process ended (exit {rc}) while measuring {died} cell(s): running it again, finished "
               f"cells skipped and that cell measured in a child process", flush=True)
     return rc
