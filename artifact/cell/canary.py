@@ -112,10 +112,15 @@ def spread_line(points: list[dict]) -> str:
     flagged = [m for m in moves(points) if m["flagged"]]
     where = ", ".join(f"{m['group']} round {m['round']} (host {m['host']:+.1%}, device {m['device']:+.1%})"
                       for m in flagged[:6]) + (" ..." if len(flagged) > 6 else "")
-    host, device = (statistics.median(per_rep(p, probe) for p in points) for probe in ("host", "device"))
-    return (f"canary: {len(points)} points in {len(runs)} load group(s); host probe spread {spread('host_s'):.1%} "
-            f"(median {host:.3f} s per generation), device probe spread {spread('device_s'):.1%} (median "
-            f"{device * 1e3:.3f} ms per product); rounds that moved more than {DRIFT_FLAG:.0%}: {len(flagged)}"
+    groups: dict[str, list[dict]] = {}
+    for p in points:  # the host probe generates with the group's model: its medians compare within a group only
+        groups.setdefault(p.get("group", ""), []).append(p)
+    medians = "; ".join(f"{g or 'all'} {statistics.median(per_rep(p, 'host') for p in ps):.3f} s, "
+                        f"{statistics.median(per_rep(p, 'device') for p in ps) * 1e3:.3f} ms"
+                        for g, ps in sorted(groups.items()))
+    return (f"canary: {len(points)} points in {len(runs)} group run(s); host probe spread {spread('host_s'):.1%}, "
+            f"device probe spread {spread('device_s'):.1%}; medians per load group (host s per generation, device "
+            f"ms per product): {medians}; rounds that moved more than {DRIFT_FLAG:.0%}: {len(flagged)}"
             + (f": {where}" if flagged else ""))
 
 
