@@ -28,6 +28,7 @@ CASES = [
     (["meter=nvml"], "meter=nvml reads a CUDA GPU's power, but the cell runs on device=cpu"),  # not a traceback
     (["design=sequential"], "design='sequential' is not allowed; use one of: rounds, back-to-back"),
     (["rounds=0"], "rounds=0, canary_seconds=1.0, warmup_tokens=16: need rounds >= 1"),
+    (["spread=[2,3]"], "spread=[2, 3] is not allowed; use null or [rounds, processes] with 1 <= processes <= rounds"),
     (["workload=longbench", "batch_size=190", "seq_len=2048"], "more than the"),
     # GPTQ: CUDA only, no fallback; settings checked before anything is quantized
     (["quant=gptq-int4"], "quant=gptq-int4 needs a CUDA GPU"),

@@ -43,8 +43,9 @@ def test_pinned_cell_hashes(overrides, device, hardware, expected):
 def test_the_number_of_rounds_and_the_canary_are_not_identity_but_the_design_is():
     base = ["seq_len=32"]
     ident = [cell_hash(to_container(compose(base + extra)), "cpu", "AMD EPYC")
-             for extra in ([], ["rounds=7"], ["canary_seconds=0"], ["design=back-to-back"], ["warmup_tokens=4"])]
-    assert ident[0] == ident[1] == ident[2]
+             for extra in ([], ["rounds=7"], ["canary_seconds=0"], ["design=back-to-back"], ["warmup_tokens=4"],
+                           ["spread=[5,5]"])]
+    assert ident[0] == ident[1] == ident[2] == ident[5]
     assert len({ident[0], ident[3], ident[4]}) == 3
 
 

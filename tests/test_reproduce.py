@@ -18,6 +18,7 @@ import yaml
 
 from artifact.models import checkpoints
 from artifact.report import claims, results
+from artifact.store.record import too_few_processes
 from artifact.sweep import experiments
 from conftest import REPO
 from fakes import crashing_cell_env
@@ -89,6 +90,61 @@ def test_force_starts_the_records_over_in_the_first_pass_only():
     sweeps = experiments.passes(p)
     assert [s.rounds for s in sweeps] == [1, 2, 3, 4, 5]
     assert ["force=true" in s.overrides for s in sweeps] == [True, False, False, False, False]
+
+
+def _pass_states(total: int, processes: int) -> set[tuple[int, int]]:
+    """Every (rounds done, processes) a record can hold under passes(), runs cut anywhere and resumed: pass k asks
+    ceil(k x R / P) rounds, the first pass asking more than the record holds measures it in a fresh process, which
+    adds rounds one by one up to that pass's ask (a cut can fall after any of them), and the next pass goes on."""
+    asked = [-(-k * total // processes) for k in range(1, processes + 1)]
+    states, todo = set(), [(0, 0)]
+    while todo:
+        done, runs = todo.pop()
+        want = next((a for a in asked if a > done), None)  # the pass that measures it next (None: complete)
+        for got in range(done + 1, (want or done) + 1):
+            if (got, runs + 1) not in states:
+                states.add((got, runs + 1))
+                todo.append((got, runs + 1))
+    return states
+
+
+@pytest.mark.parametrize("total,processes", [(5, 5), (3, 2), (5, 2), (3, 3), (5, 1), (7, 3)])
+def test_a_record_of_the_spread_resumes_and_one_from_fewer_processes_is_measured_again(total, processes):
+    """The rule that `make reproduce` applies to a finished record (artifact.store.record.too_few_processes): no state
+    that passes() can leave, cut at any round and resumed, counts as too few processes (it resumes), and a record
+    whose rounds all came from one process (the H200 records of issue 22 before `processes: 5`) does where P > 1."""
+    spread = (total, processes)
+    rec = lambda done, runs: {"design": "rounds", "status": "ok",  # noqa: E731
+                              "rounds": {"done": done, "group_runs": [f"run{i}" for i in range(runs)]}}
+    for done, runs in _pass_states(total, processes):
+        assert too_few_processes(rec(done, runs), spread) is None, (done, runs)
+    assert (too_few_processes(rec(total, 1), spread) is None) == (processes == 1)
+    assert too_few_processes(rec(total, 1), None) is None  # no spread asked (python -m artifact.run): no check
+    assert too_few_processes({**rec(total, 1), "design": "back-to-back"}, spread) is None  # another design: kept
+
+
+def test_records_from_fewer_processes_than_the_spread_are_measured_again(tmp_path, models_dir, data_dir):
+    """Records of 2 rounds in one process, then reproduce with processes=2: each is measured again, its 2 rounds in
+    2 processes, saying so; a third run measures nothing."""
+    traces = tmp_path / "traces"
+
+    def reproduce(processes: int) -> str:
+        return sh([sys.executable, "-m", "artifact.reproduce", "--profile", "smoke", "--no-report", "--traces-dir",
+                   str(traces), "batch_sweep", "--", *TINY, "workload=wikitext2", "rounds=2", f"processes={processes}",
+                   f"models_dir={models_dir}", "tracking.enabled=false"], tmp_path,
+                  {**os.environ, "ARTIFACT_DATA_DIR": str(data_dir)}).stdout
+
+    def processes_per_record() -> list[int]:
+        return sorted(len(json.loads(r.read_text())["rounds"]["group_runs"])
+                      for r in (traces / "batch_sweep").glob("*/result.json"))
+
+    reproduce(1)
+    assert processes_per_record() == [1, 1]
+    again = reproduce(2)
+    assert again.count("its 2 rounds came from 1 process(es), fewer than spread=[2, 2] asks") == 2, again[-3000:]
+    assert processes_per_record() == [2, 2]
+    third = reproduce(2)
+    assert third.count("done already") == 4 and "[round " not in third  # 2 passes x 2 cells, all skipped
 
 
 def test_a_cell_that_ends_its_process_costs_its_sweep_one_restart_not_the_rest(tmp_path, models_dir, data_dir):

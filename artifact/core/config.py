@@ -166,6 +166,8 @@ class RunConfig:
     rounds: int = 3                     # rounds design: visits per cell (not identity: more rounds add to a cell)
     warmup_tokens: Optional[int] = 16   # rounds design: tokens each visit's warm-up generates (null: the full output)
     canary_seconds: float = 1.0         # rounds design: each drift probe's length (0: no canary)
+    spread: Optional[List[int]] = None  # rounds design: [R, P], a cell's R rounds spread over P fresh processes
+                                        # (artifact.reproduce sets it); a record from fewer is measured again
     force: bool = False
     reuse_twins: bool = True            # adopt the record of the same cell from another study; false measures it
                                         # again (a second run as its own study: conf/experiment/batch_sweep_rerun)
@@ -317,6 +319,9 @@ def _validate_run(cfg: DictConfig) -> None:
     if cfg.rounds < 1 or cfg.canary_seconds < 0 or (cfg.warmup_tokens is not None and cfg.warmup_tokens < 1):
         raise BadInput(f"rounds={cfg.rounds}, canary_seconds={cfg.canary_seconds}, warmup_tokens={cfg.warmup_tokens}: "
                        f"need rounds >= 1, canary_seconds >= 0, warmup_tokens null or >= 1")
+    if cfg.spread is not None and not (len(cfg.spread) == 2 and 1 <= cfg.spread[1] <= cfg.spread[0]):
+        raise BadInput(f"spread={list(cfg.spread)} is not allowed; use null or [rounds, processes] with "
+                       f"1 <= processes <= rounds")
     if cfg.max_reps < cfg.min_reps:
         raise BadInput(f"max_reps={cfg.max_reps} is below min_reps={cfg.min_reps}; raise max_reps")
     if cfg.min_seconds < 0:
@@ -433,6 +438,7 @@ class Design:
     rounds: int                     # visits per cell (rounds design)
     warmup_tokens: Optional[int]    # each visit's warm-up length in new tokens (None: full)
     canary_seconds: float           # each drift probe's length (0: none)
+    spread: Optional[tuple[int, int]]  # (R, P): all R rounds over P processes; None: no check (store.record)
 
 
 @dataclass(frozen=True)
@@ -497,7 +503,8 @@ def resolve(cfg: DictConfig) -> Cell:
         hardware=hardware_class(device),
         batch_size=cfg.batch_size, seq_len=cfg.seq_len, in_len=in_len, out_len=out_len,
         repetitions=Repetitions(cfg.warmup, cfg.min_reps, cfg.min_seconds, cfg.max_reps),
-        design=Design(cfg.design, cfg.rounds, cfg.warmup_tokens, cfg.canary_seconds),
+        design=Design(cfg.design, cfg.rounds, cfg.warmup_tokens, cfg.canary_seconds,
+                      tuple(cfg.spread) if cfg.spread is not None else None),
         seed=cfg.seed, study=cfg.study, force=cfg.force, reuse_twins=cfg.reuse_twins,
         batch_ladder=cfg.batch_ladder,
         models_dir=Path(os.path.expanduser(str(cfg.models_dir))),

@@ -30,7 +30,7 @@ ROUNDS_SCHEMA = 2     # records of the rounds design: every visit kept (artifact
 FINISHED = ("ok", "oom")  # statuses that count as done; an error is retried on the next run
 # Config keys that do not change a result, so they are not part of a cell's identity.
 NOT_IDENTITY = ("study", "profile", "force", "reuse_twins", "batch_ladder", "traces_dir", "models_dir", "data_dir",
-                "tracking", "device", "cells", "rounds", "canary_seconds")
+                "tracking", "device", "cells", "rounds", "canary_seconds", "spread")
 # Knobs of the rounds design: not in a back-to-back cell's identity, so those keep the hashes they had before it.
 ROUNDS_KNOBS = ("design", "warmup_tokens")
 # Power-mode keys that describe rather than set the mode.
@@ -100,20 +100,20 @@ class CellStore:
     def path(self, cell_hash: str) -> Path:
         return self.root / cell_hash
 
-    def finished(self, cell_hash: str, rounds: int = 0) -> dict | None:
+    def finished(self, cell_hash: str, rounds: int = 0, spread: tuple[int, int] | None = None) -> dict | None:
         """The result of a finished record (status ok or oom; a record of the rounds design with at least `rounds`
-        rounds), else None."""
-        return _finished_at(self.path(cell_hash) / "result.json", rounds)
+        rounds, from as many processes as `spread` asks: `too_few_processes`), else None."""
+        return _finished_at(self.path(cell_hash) / "result.json", rounds, spread)
 
     def recorded(self, cell_hash: str) -> dict | None:
         """The result of the cell's record whatever its status (an error too), else None."""
         return _result_at(self.path(cell_hash) / "result.json")
 
-    def twin(self, cell_hash: str, rounds: int = 0) -> Path | None:
+    def twin(self, cell_hash: str, rounds: int = 0, spread: tuple[int, int] | None = None) -> Path | None:
         """A finished record of the same cell in another study of this traces folder: the same identity is the
         same measurement (a batch sweep's bs 32 is the precision sweep's fp16 cell), so it is reused, not re-run."""
         for other in sorted(self.root.parent.glob(f"*/{cell_hash}/result.json")):
-            if other.parent.parent != self.root and _finished_at(other, rounds) is not None:
+            if other.parent.parent != self.root and _finished_at(other, rounds, spread) is not None:
                 return other.parent
         return None
 
@@ -268,15 +268,30 @@ def _result_at(result: Path) -> dict | None:
         return None
 
 
-def _finished_at(result: Path, rounds: int = 0) -> dict | None:
+def too_few_processes(result: dict | None, spread: tuple[int, int] | None) -> tuple[int, int] | None:
+    """(rounds, processes) of a rounds record whose rounds came from fewer processes than `spread` asks, else None.
+    spread = (R, P): a cell's R rounds spread over P fresh processes, pass k asking ceil(k x R / P) of them
+    (artifact.sweep.experiments.passes), so d rounds take at least min(P, floor((d - 1) x P / R) + 1) processes.
+    A record measured under a smaller spread (all its rounds in one process, say) is not one of this design: it is
+    measured again. A record a cut run left part-way is never one of these, and resumes."""
+    if not spread or not result or result.get("design") != "rounds" or result.get("status") != "ok":
+        return None
+    total, processes = spread
+    info = result.get("rounds") or {}
+    done, runs = int(info.get("done") or 0), len(info.get("group_runs") or [])
+    needed = min(processes, (done - 1) * processes // total + 1) if done else 0
+    return (done, runs) if runs < needed else None
+
+
+def _finished_at(result: Path, rounds: int = 0, spread: tuple[int, int] | None = None) -> dict | None:
     """The result in this result.json if its status is finished (ok or oom; in the rounds design, ok with at least
-    `rounds` rounds), else None."""
+    `rounds` rounds from as many processes as `spread` asks), else None."""
     data = _result_at(result)
     if data is None or data.get("status") not in FINISHED:
         return None
     if data["status"] == "ok" and (data.get("rounds") or {}).get("done", rounds) < rounds:
         return None
-    return data
+    return None if too_few_processes(data, spread) else data
 
 
 def _finite(obj):

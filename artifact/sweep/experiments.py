@@ -109,9 +109,11 @@ def passes(p: Plan) -> list[Pass]:
     its share of the rounds, and a later sweep asking more rounds adds to the records. In the rounds design the
     rounds are spread over `processes` sweeps (at most one per round), pass k asking ceil(k x rounds / processes)
     rounds, so a cell's interval holds the spread between processes, not only the drift within one (a fresh process
-    can be 30 % off the last: ../shared/MEASUREMENT.md). A sweep over several load groups takes at least 2 passes,
-    every second one with each group key's values reversed: comparisons across groups pair rounds measured in
-    separate minutes, and the reversal makes a drift that is linear in time weigh on both sides alike. Otherwise
+    can be 30 % off the last: ../shared/MEASUREMENT.md); every pass says `spread=[rounds, passes]`, so a record
+    whose rounds came from fewer processes (all in one, say) is measured again. A sweep over several load groups
+    takes at least 2 passes, every second one with each group key's values reversed: comparisons across groups pair
+    rounds measured in separate minutes, and the reversal makes a drift that is linear in time weigh on both sides
+    alike. Otherwise
     (back-to-back, one round) one sweep."""
     from .launch import GROUP_KEYS
     settings = p.settings or {}
@@ -128,7 +130,8 @@ def passes(p: Plan) -> list[Pass]:
              **({key: list(reversed(settings[key])) for key in swept} if reverse else {})}
         if k > 1:  # force=true starts the records over in the first pass; the later passes add to them
             s.pop("force", None)
-        out.append(Pass(head + [f"{key}={_value(v)}" for key, v in s.items()], reverse, s["rounds"]))
+        spread = f"spread=[{rounds},{count}]"  # one value, not a sweep
+        out.append(Pass(head + [f"{key}={_value(v)}" for key, v in s.items()] + [spread], reverse, s["rounds"]))
     return out
 
 

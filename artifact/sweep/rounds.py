@@ -38,7 +38,7 @@ from ..core.schema import Result
 from ..core.stats import round_summary, within_visit
 from ..models import loading
 from ..power import nvml
-from ..store.record import ROUNDS_SCHEMA, CellStore, cell_hash, run_name
+from ..store.record import ROUNDS_SCHEMA, CellStore, cell_hash, run_name, too_few_processes
 from ..workload.prompts import build_prompts
 from . import cells, isolation
 
@@ -89,11 +89,11 @@ def _claim(cell: Cell, session: Session, held: contextlib.ExitStack) -> Member |
     adopted from another study or handed to a child."""
     key = cell_hash(cell.config, cell.device, cell.hardware)
     store = CellStore(cell.traces_dir, cell.study)
-    name, rounds = run_name(cell.config), cell.design.rounds
-    done = None if cell.force else store.finished(key, rounds)
+    name, rounds, spread = run_name(cell.config), cell.design.rounds, cell.design.spread
+    done = None if cell.force else store.finished(key, rounds, spread)
     lock = held.enter_context(cells.cell_lock(store, session, cell, key))
     if done is None and lock and not cell.force:  # finished by another worker between the first look and the lock
-        done = store.finished(key, rounds)
+        done = store.finished(key, rounds, spread)
     if done is not None:
         print(f"{name}: done already ({store.path(key)}), skipped; force=true re-runs it", flush=True)
         if lock:  # backfills MLflow if a crash came between record and log
@@ -102,7 +102,7 @@ def _claim(cell: Cell, session: Session, held: contextlib.ExitStack) -> Member |
     if not lock:
         print(f"{name}: another process is measuring it ({store.path(key)}), skipped", flush=True)
         return None
-    twin = None if cell.force or not cell.reuse_twins else store.twin(key, rounds)
+    twin = None if cell.force or not cell.reuse_twins else store.twin(key, rounds, spread)
     if twin is not None:
         result = store.adopt(key, twin, cell.config)
         print(f"{name}: the same cell was measured in study {twin.parent.name} ({twin}); its record is reused "
@@ -120,8 +120,15 @@ def _claim(cell: Cell, session: Session, held: contextlib.ExitStack) -> Member |
 
 
 def _member(cell: Cell, key: str, store: CellStore) -> Member:
-    """The member with the visits its record already holds (a rounds record of this cell; none with force=true)."""
+    """The member with the visits its record already holds (a rounds record of this cell; none with force=true, or
+    where its rounds came from fewer processes than the design spreads them over: it starts over)."""
     old = None if cell.force else store.recorded(key)
+    short = too_few_processes(old, cell.design.spread)
+    if short is not None:
+        print(f"{run_name(cell.config)}: its {short[0]} rounds came from {short[1]} process(es), fewer than "
+              f"spread={list(cell.design.spread)} asks (rounds, processes): measured again ({store.path(key)})",
+              flush=True)
+        old = None
     here = nvml.cuda_uuid(cell.device) if cell.device.startswith("cuda") else None
     if old is not None and old.get("design") == "rounds" and old.get("status") != "oom" and old.get("visits"):
         rows, tables = store.rows(key)
