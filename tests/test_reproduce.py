@@ -10,6 +10,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -393,6 +394,28 @@ def test_the_report_says_which_gpu_ran_each_cell(tmp_path):
                         "not recorded | 1 of 1, worst -0.4% |")
     assert lines[7].startswith("\nCells that name no GPU: 1 ")
     assert placement([r for r in results.collect(tmp_path) if not r["gpu_uuid"]]) == []
+
+
+def test_time_md_sets_the_cells_measured_in_both_designs_side_by_side(tmp_path):
+    """On the shipped gpu records: the Phi-2 batch sweep ran back to back and in rounds on H200s; time.md's second
+    table has both designs over those 8 cells alone, with their seconds and the rounds design's cost against the
+    other, each sum that of the records' own clocks (results.csv)."""
+    from artifact.report.build import write_time
+    with tarfile.open(REPO / "paper" / "gpu" / "records.tar.xz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    rows = results.collect(tmp_path / "traces")
+    write_time(rows, tmp_path)
+    text = (tmp_path / "time.md").read_text()
+    assert text == (REPO / "paper" / "gpu" / "time.md").read_text()
+    both = text.split("## The same cells in both designs")[1].splitlines()
+    cells = {design: sum(r["cell_s"] for r in rows if r["study"] == "batch_sweep" and r["model"] == "phi2"
+                         and r["hardware"] == "NVIDIA H200" and r["design"] == design and not r["same_record_as"])
+             for design in ("back-to-back repetitions", "rounds")}
+    b2b, rounds = (next(line.split(" | ") for line in both if line.startswith(f"| batch_sweep | {d} | NVIDIA H200"))
+                   for d in cells)
+    assert (b2b[3], b2b[4], b2b[5], b2b[-1]) == ("8", "8", f"{cells['back-to-back repetitions']:.1f}", "1.00x |")
+    assert (rounds[3], rounds[4], rounds[5]) == ("8", "40", f"{cells['rounds']:.1f}")
+    assert rounds[-1] == f"{cells['rounds'] / cells['back-to-back repetitions']:.2f}x |"
 
 
 def test_an_unmetered_cell_still_names_the_gpu_it_ran_on(tmp_path):

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..cell import canary
 from ..core.config import CONF_DIR
 from ..store import tracking
+from ..store.rows import BACK_TO_BACK
 from ..sweep import experiments
 from . import archive, claims, figures, results, spread, tables
 
@@ -165,24 +166,55 @@ TIME_PARTS = [("timed_s", "timed"), ("warmup_s", "warm-up"), ("canary_s", "canar
 def write_time(rows: list[dict], out: Path) -> Path:
     """time.md: per study, design and GPU (or CPU) model, the seconds its measured cells spent by part (the records'
     own clocks; process and DVC overhead are in `make reproduce`'s closing table), with the visits they made (rounds
-    design: one a round; back-to-back: one a cell). Cells measured in another study are not counted."""
+    design: one a round; back-to-back: one a cell); then the cells measured in both designs on one hardware model,
+    side by side. Cells measured in another study are not counted."""
+    own = [r for r in rows if r.get("cell_s") is not None and not r.get("implied_by") and not r.get("same_record_as")]
+    groups: dict[tuple, list[dict]] = {}
+    for r in own:
+        groups.setdefault((r["study"], r["design"], str(r["hardware"])), []).append(r)
+    lines = ["# Where the time went", "", *_time_table(groups), "", "## The same cells in both designs", "",
+        "Cells of a study measured in both designs on one hardware model (same model, precision, workload, batch, "
+        "length, power mode and meter), each design's seconds over those cells alone.", ""]
+    both = _both_designs(own)
+    lines += _time_table(both, ratio=True) if both else ["No cell was measured in both designs on one hardware model."]
+    (out / "time.md").write_text("\n".join(lines) + "\n")
+    return out / "time.md"
+
+
+SAME_CELL = ("model", "weights", "quant", "workload", "batch_size", "seq_len", "power_mode", "meter")
+
+
+def _both_designs(own: list[dict]) -> dict[tuple, list[dict]]:
+    """(study, design, hardware) -> the rows of the cells that study measured in both designs on that hardware."""
+    by_cell: dict[tuple, dict[str, dict]] = {}
+    for r in own:
+        by_cell.setdefault((r["study"], str(r["hardware"]), *(r.get(k) for k in SAME_CELL)), {})[r["design"]] = r
+    out: dict[tuple, list[dict]] = {}
+    for (study, hardware, *_), designs in sorted(by_cell.items(), key=str):
+        if len(designs) > 1:
+            for design, r in designs.items():
+                out.setdefault((study, design, hardware), []).append(r)
+    return out
+
+
+def _time_table(groups: dict[tuple, list[dict]], ratio: bool = False) -> list[str]:
+    """A table row per (study, design, hardware): cells, visits, seconds by part, cells / generation; with `ratio`,
+    each design's cell seconds against the back-to-back design's in the same study and hardware."""
     head = ["study", "design", "hardware", "cells", "visits", "cells (s)", *[label + " (s)" for _, label in TIME_PARTS],
-            "rest (s)", "cells / generation"]
-    lines = ["# Where the time went", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for study, design, hardware in sorted({(r["study"], r["design"], str(r["hardware"])) for r in rows}):
-        rs = [r for r in rows if (r["study"], r["design"], str(r["hardware"])) == (study, design, hardware)
-              and r.get("cell_s") is not None and not r.get("implied_by") and not r.get("same_record_as")]
-        if not rs:
-            continue
+            "rest (s)", "cells / generation", *(["x back-to-back"] if ratio else [])]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (study, design, hardware), rs in sorted(groups.items()):
         total = sum(r["cell_s"] for r in rs)
         parts = [sum(r.get(col) or 0.0 for r in rs) for col, _ in TIME_PARTS]
         generation = parts[0] + parts[1]
-        ratio = f"{total / generation:.2f}x" if generation else "–"
         visits = sum(r.get("rounds") or 1 for r in rs)
-        lines.append(f"| {study} | {design} | {hardware} | {len(rs)} | {visits} | {total:.1f} | "
-                     + " | ".join(f"{p:.1f}" for p in parts) + f" | {total - sum(parts):.1f} | {ratio} |")
-    (out / "time.md").write_text("\n".join(lines) + "\n")
-    return out / "time.md"
+        cells = [study, design, hardware, str(len(rs)), str(visits), f"{total:.1f}", *(f"{p:.1f}" for p in parts),
+                 f"{total - sum(parts):.1f}", f"{total / generation:.2f}x" if generation else "–"]
+        if ratio:
+            base = sum(r["cell_s"] for r in groups.get((study, BACK_TO_BACK, hardware), []))
+            cells.append(f"{total / base:.2f}x" if base else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def log_report(out: Path, rows: list[dict], table: list[dict]) -> None:

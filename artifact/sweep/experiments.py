@@ -113,8 +113,7 @@ def passes(p: Plan) -> list[Pass]:
     whose rounds came from fewer processes (all in one, say) is measured again. A sweep over several load groups
     takes at least 2 passes, every second one with each group key's values reversed: comparisons across groups pair
     rounds measured in separate minutes, and the reversal makes a drift that is linear in time weigh on both sides
-    alike. Otherwise
-    (back-to-back, one round) one sweep."""
+    alike. Otherwise (back-to-back, one round) one sweep."""
     from .launch import GROUP_KEYS
     settings = p.settings or {}
     rounds = int(settings.get("rounds", 1))
