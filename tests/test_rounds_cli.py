@@ -56,7 +56,6 @@ def test_injected_drift_is_an_effect_back_to_back_and_cancels_in_paired_rounds(c
     (a, _), (b, _) = by_start
     la, lb = a["metrics"]["latency_s"], b["metrics"]["latency_s"]
     assert lb["median"] - la["median"] > la["std"] + lb["std"], (la, lb)  # an "effect" beyond the error bars
-    assert lb["median"] / la["median"] > 1.3
 
     seed = _mixed_seed(5)
     rounds = cli.run("-m", "workload=wikitext2,longbench", *TINY, "design=rounds", "rounds=5", f"seed={seed}",
