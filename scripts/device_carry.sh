@@ -28,12 +28,26 @@ out=${DEVCARRY:-.devcarry}
 [ -f "$data/wikitext-2-raw-v1/wiki.test.raw" ] || { echo "error: no WikiText-2 under $data" >&2; exit 2; }
 py=.venv/bin/python
 [ -x $py ] || { echo "error: no .venv: run make setup first" >&2; exit 2; }
-pin() { grep -o "\"$1==[^\"]*\"" pyproject.toml | tr -d '"'; }
+pin() {   # this package's pin of $1 for the target Python (pyproject pins some per Python version, with markers)
+  $py - "$1" "$py_version" <<'EOF'
+import sys, tomllib
+from packaging.requirements import Requirement
+name, version = sys.argv[1:]
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+deps = project["dependencies"] + [d for ds in project["optional-dependencies"].values() for d in ds]
+target = {"python_version": version, "python_full_version": version + ".0", "platform_release": "",
+          "sys_platform": "linux", "platform_machine": "x86_64"}
+pins = {str(r.specifier) for r in map(Requirement, deps)
+        if r.name == name and (r.marker is None or r.marker.evaluate(target))}
+assert len(pins) == 1, f"{name}: {sorted(pins) or 'no pin'} for Python {version}"
+print(name + pins.pop())
+EOF
+}
 installed() { echo "$1==$($py -c "import importlib.metadata as m; print(m.version('$1'))")"; }  # as tested here
 want=("$(pin transformers)" "$(pin bitsandbytes)" "$(pin hydra-core)" "$(pin omegaconf)")
 if [ $ray = 1 ]; then
   $py -c "import ray, hydra_plugins.hydra_ray_launcher" 2>/dev/null || { echo "error: no Ray in .venv: run make scale first" >&2; exit 2; }
-  want+=("$(pin hydra-ray-launcher)" "ray==$(grep -o '"ray\[default\]==[^"]*"' pyproject.toml | cut -d= -f3 | tr -d '"')")
+  want+=("$(pin hydra-ray-launcher)" "$(pin ray)")   # Ray itself, without the [default] extras: the image has them
   for dep in jsonschema jsonschema-specifications referencing rpds-py; do want+=("$(installed $dep)"); done
 fi
 work=$(mktemp -d)
