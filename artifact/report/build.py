@@ -190,7 +190,7 @@ def _both_designs(own: list[dict]) -> dict[tuple, list[dict]]:
     for r in own:
         by_cell.setdefault((r["study"], str(r["hardware"]), *(r.get(k) for k in SAME_CELL)), {})[r["design"]] = r
     out: dict[tuple, list[dict]] = {}
-    for (study, hardware, *_), designs in sorted(by_cell.items(), key=str):
+    for (study, hardware, *_), designs in by_cell.items():
         if len(designs) > 1:
             for design, r in designs.items():
                 out.setdefault((study, design, hardware), []).append(r)
