@@ -155,7 +155,7 @@ def test_a_cell_that_ends_its_process_costs_its_sweep_one_restart_not_the_rest(t
     traces = tmp_path / "traces"
     out = subprocess.run([sys.executable, "-m", "artifact.reproduce", "--profile", "smoke", "--no-report",
                           "--traces-dir", str(traces), "precision_sweep", "--", "quant=fp32,int8", "batch_size=2,1",
-                          "seq_len=8", "warmup=0", "min_reps=1", "min_seconds=0", "ppl=off",
+                          "seq_len=8", "rounds=1", "warmup=0", "min_reps=1", "min_seconds=0", "ppl=off",
                           f"models_dir={models_dir}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 1, out.stderr[-3000:]  # two cells failed, and say so
