@@ -199,7 +199,7 @@ def pipeline(tmp_path_factory, models_dir, data_dir):
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
            "PATH": f"{BIN}:{os.environ['PATH']}", "ARTIFACT_DATA_DIR": str(data_dir),
            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
-    shrink = " ".join(["quant=fp32,int8", *TINY, "processes=3", "models_dir=models",
+    shrink = " ".join(["quant=fp32,int8", *TINY, "rounds=2", "processes=2", "models_dir=models",
                        f"tracking.uri=sqlite:///{root / 'mlflow.db'}"])
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
         "data": {"cmd": "python -m artifact.data --manifest traces/data.json", "outs": ["traces/data.json"]},
@@ -219,9 +219,9 @@ def pipeline(tmp_path_factory, models_dir, data_dir):
 def test_pipeline_runs_then_does_nothing_the_second_time(pipeline):
     root, _, first, second = pipeline
     assert "Running stage 'experiment'" in first.stdout and "[round 1/1, visit 2/2]" in first.stdout
-    # processes=3: the 3 rounds in 3 passes, each a fresh process per load group (two precisions: two groups),
-    # every second pass with the groups in reversed order; each pass measures one round
-    assert "pass 2 of 3 (the load groups in reversed order)" in first.stdout and "pass 3 of 3\n" in first.stdout
+    # processes=2: the 2 rounds in 2 passes, each a fresh process per load group (two precisions: two groups),
+    # the second pass with the groups in reversed order; each pass measures one round
+    assert "pass 1 of 2\n" in first.stdout and "pass 2 of 2 (the load groups in reversed order)" in first.stdout
     assert "[round 2/" not in first.stdout
     assert "Running stage" not in second.stdout and "Data and pipelines are up to date" in second.stdout
     records = sorted((root / "traces" / "precision_sweep").glob("*/result.json"))
@@ -244,11 +244,11 @@ def test_results_table_and_figure_data_equal_the_records(pipeline):
         drawn = [p for p in points if p["record"] == row["record"] and p["panel"] == "latency_median_s"]
         assert len(drawn) == 1 and float(drawn[0]["value"]) == pytest.approx(median, rel=1e-5)
         interval = result["metrics"]["latency_s"]["interval"]  # rounds: the error bar is the interval of the median
-        assert result["rounds"]["done"] == 3 and interval["method"] == "min-max over rounds"
+        assert result["rounds"]["done"] == 2 and interval["method"] == "min-max over rounds"
         assert float(drawn[0]["low"]) == pytest.approx(interval["low"], rel=1e-5)
         assert float(drawn[0]["high"]) == pytest.approx(interval["high"], rel=1e-5)
-        assert drawn[0]["error"] == "" and row["design"] == "rounds" and row["rounds"] == "3"
-        assert len(result["rounds"]["group_runs"]) == 3 and "3 rounds in 3 processes" in row["interval"]
+        assert drawn[0]["error"] == "" and row["design"] == "rounds" and row["rounds"] == "2"
+        assert len(result["rounds"]["group_runs"]) == 2 and "2 rounds in 2 processes" in row["interval"]
     series = {p["series"] for p in points if p["panel"] == "throughput_median_tok_s"}
     assert series == {"fp32, batch_size=1", "fp32, batch_size=2", "int8, batch_size=1", "int8, batch_size=2"}
     power = [p for p in points if p["panel"] == "power_median_w"]
