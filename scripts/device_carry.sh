@@ -30,17 +30,15 @@ py=.venv/bin/python
 [ -x $py ] || { echo "error: no .venv: run make setup first" >&2; exit 2; }
 pin() {   # this package's pin of $1 for the target Python (pyproject pins some per Python version, with markers)
   $py - "$1" "$py_version" <<'EOF'
-import sys, tomllib
+import sys
 from packaging.requirements import Requirement
+from artifact.platform import requirements
 name, version = sys.argv[1:]
-project = tomllib.load(open("pyproject.toml", "rb"))["project"]
-deps = project["dependencies"] + [d for ds in project["optional-dependencies"].values() for d in ds]
-target = {"python_version": version, "python_full_version": version + ".0", "platform_release": "",
-          "sys_platform": "linux", "platform_machine": "x86_64"}
-pins = {str(r.specifier) for r in map(Requirement, deps)
-        if r.name == name and (r.marker is None or r.marker.evaluate(target))}
-assert len(pins) == 1, f"{name}: {sorted(pins) or 'no pin'} for Python {version}"
-print(name + pins.pop())
+target = {"python_version": version, "python_full_version": version + ".0", "platform_machine": "x86_64",
+          "platform_release": "", "sys_platform": "linux", "platform_system": "Linux", "implementation_name": "cpython",
+          "os_name": "posix", "extra": ""}
+[pin] = [r for r in map(Requirement, requirements(("scale",), target)) if r.name == name]
+print(pin.name + str(pin.specifier))
 EOF
 }
 installed() { echo "$1==$($py -c "import importlib.metadata as m; print(m.version('$1'))")"; }  # as tested here
