@@ -90,3 +90,11 @@ class Cli:
 @pytest.fixture
 def cli(tmp_path, models_dir, data_dir) -> Cli:
     return Cli(tmp_path, models_dir, data_dir)
+
+
+# Under pytest-xdist each worker's torch (and every cell it starts) gets its share of the cores, not all of them:
+# two workers' thread pools on the same 2 cores slowed each other's cells (a LongBench int8 cell took 98 s alone,
+# 387 s beside another worker, 109 s beside it with one thread each).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))

@@ -11,6 +11,8 @@ import statistics
 import subprocess
 import time
 
+import pytest
+
 from artifact.core import stats
 from artifact.core.config import compose, to_container
 from artifact.core.hardware import hardware_class
@@ -44,6 +46,7 @@ def _mixed_seed(rounds: int) -> int:
     raise AssertionError("no seed below 20 mixes the orders")
 
 
+@pytest.mark.quiet_host
 def test_injected_drift_is_an_effect_back_to_back_and_cancels_in_paired_rounds(cli, tmp_path):
     """Two cells of equal cost (the same shapes, prompts from two corpora) on a host that turns 50 % slower part of
     the way through. Back-to-back, the cell measured second is slower beyond both cells' spread: the drift drawn as
