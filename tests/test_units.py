@@ -135,6 +135,26 @@ def test_record_write_is_atomic_and_replaces(tmp_path):
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["abc"]
 
 
+
+@pytest.mark.parametrize("killed_at", ["between the renames", "before the old record is deleted"])
+def test_a_record_replacement_killed_midway_is_finished_by_the_next_run(tmp_path, killed_at):
+    """A process killed (os._exit, as SIGKILL would) while replacing a record: the next store of this study puts
+    the old record back where the new one was not published, or deletes it where it was; no hidden folder stays."""
+    store = CellStore(tmp_path, "s")
+    store.write("abc", {"k": 1}, {"status": "error", "round": 1}, [])
+    exit_on = ("import os; real = os.rename; calls = []\n"
+               "def rename(a, b):\n    calls.append(1)\n    if len(calls) == 2: os._exit(9)\n    real(a, b)\n"
+               "os.rename = rename\n") if killed_at == "between the renames" else (
+              "import os, shutil; shutil.rmtree = lambda *a, **k: os._exit(9)\n")
+    code = exit_on + ("from artifact.store.record import CellStore\n"
+                      f"CellStore({str(tmp_path)!r}, 's').write('abc', {{'k': 1}}, {{'status': 'ok', 'round': 2}}, [])")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 9
+    assert [p.name for p in (tmp_path / "s").iterdir() if p.name.startswith(".trash-")]  # left by the killed process
+    store = CellStore(tmp_path, "s")
+    expected = {"status": "error", "round": 1} if killed_at == "between the renames" else {"status": "ok", "round": 2}
+    assert store.recorded("abc") == expected
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["abc"]
+
 def test_cell_lock_respects_live_owners_and_takes_over_dead_ones(tmp_path):
     store = CellStore(tmp_path, "s")
     holder = subprocess.Popen([sys.executable, "-c",

@@ -1,15 +1,23 @@
 """Folders that appear whole or not at all: written in a hidden temp folder beside the target, made durable
 (fsync), then published by one rename. A crash, a full disk or Ctrl-C leaves no half-written target (only
-a hidden temp folder, which the `finally` removes when the process lives to run it)."""
+a hidden temp folder, which the `finally` removes when the process lives to run it). Replacing a target moves
+the old one aside first; a process killed right then leaves it there, and `recover_replaced` finishes the job."""
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from pathlib import Path
 from typing import Iterator
+
+import psutil
+
+
+def _host() -> str:
+    return socket.gethostname().replace("-", "_")
 
 
 def fsync_tree(folder: Path) -> None:
@@ -21,14 +29,30 @@ def fsync_tree(folder: Path) -> None:
 
 
 def publish(tmp: Path, target: Path) -> None:
-    """Rename `tmp` into `target`, replacing an existing `target` (moved aside first, then deleted)."""
+    """Rename `tmp` into `target`, replacing an existing `target` (moved aside first, to a folder naming this host
+    and process, then deleted)."""
     if target.exists():
-        trash = target.parent / f".trash-{target.name}-{uuid.uuid4().hex[:8]}"
+        trash = target.parent / f".trash-{target.name}-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         os.rename(target, trash)
         os.rename(tmp, target)
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.rename(tmp, target)
+
+
+def recover_replaced(parent: Path) -> None:
+    """Finish the replacements that processes of this host died in (SIGKILL, power cut): an old target moved aside
+    is deleted where its replacement was published, and put back where it was not (it is then the last published)."""
+    for trash in parent.glob(".trash-*"):
+        try:
+            name, host, pid, _ = trash.name[len(".trash-"):].rsplit("-", 3)
+            dead = host == _host() and not psutil.pid_exists(int(pid))
+        except ValueError:
+            continue
+        if dead and (parent / name).exists():
+            shutil.rmtree(trash, ignore_errors=True)
+        elif dead:
+            os.rename(trash, parent / name)
 
 
 @contextlib.contextmanager

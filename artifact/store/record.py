@@ -23,7 +23,7 @@ import psutil
 import yaml
 
 from .. import __version__
-from ..core.atomic import atomic_folder
+from ..core.atomic import atomic_folder, recover_replaced
 
 SCHEMA = 1            # records of the back-to-back design (result.json without `schema`)
 ROUNDS_SCHEMA = 2     # records of the rounds design: every visit kept (artifact.sweep.rounds)
@@ -87,7 +87,9 @@ class CellStore:
         self._sweep_leftovers()
 
     def _sweep_leftovers(self) -> None:
-        """Remove half-written temp folders left by processes of this host that died (e.g. SIGKILL)."""
+        """Remove half-written temp folders left by processes of this host that died (e.g. SIGKILL), and finish the
+        record replacements they died in."""
+        recover_replaced(self.root)
         host = socket.gethostname().replace("-", "_")
         for p in self.root.glob(".tmp-*"):
             try:
