@@ -16,7 +16,8 @@ from typing import Iterator
 import psutil
 
 
-def _host() -> str:
+def host_tag() -> str:
+    """This host's name as one field of a hidden folder's name (whose fields '-' separates)."""
     return socket.gethostname().replace("-", "_")
 
 
@@ -32,7 +33,7 @@ def publish(tmp: Path, target: Path) -> None:
     """Rename `tmp` into `target`, replacing an existing `target` (moved aside first, to a folder naming this host
     and process, then deleted)."""
     if target.exists():
-        trash = target.parent / f".trash-{target.name}-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        trash = target.parent / f".trash-{target.name}-{host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         os.rename(target, trash)
         os.rename(tmp, target)
         shutil.rmtree(trash, ignore_errors=True)
@@ -46,7 +47,7 @@ def recover_replaced(parent: Path) -> None:
     for trash in parent.glob(".trash-*"):
         try:
             name, host, pid, _ = trash.name[len(".trash-"):].rsplit("-", 3)
-            dead = host == _host() and not psutil.pid_exists(int(pid))
+            dead = host == host_tag() and not psutil.pid_exists(int(pid))
         except ValueError:
             continue
         if dead and (parent / name).exists():

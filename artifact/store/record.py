@@ -23,7 +23,7 @@ import psutil
 import yaml
 
 from .. import __version__
-from ..core.atomic import atomic_folder, recover_replaced
+from ..core.atomic import atomic_folder, host_tag, recover_replaced
 
 SCHEMA = 1            # records of the back-to-back design (result.json without `schema`)
 ROUNDS_SCHEMA = 2     # records of the rounds design: every visit kept (artifact.sweep.rounds)
@@ -90,7 +90,7 @@ class CellStore:
         """Remove half-written temp folders left by processes of this host that died (e.g. SIGKILL), and finish the
         record replacements they died in."""
         recover_replaced(self.root)
-        host = socket.gethostname().replace("-", "_")
+        host = host_tag()
         for p in self.root.glob(".tmp-*"):
             try:
                 _, _, p_host, pid, _ = p.name.split("-", 4)
@@ -239,7 +239,7 @@ class CellStore:
     def _new_record(self, cell_hash: str, config: dict, result: dict):
         """A temp folder holding config.yaml and result.json, renamed into place (replacing an older record) when
         the caller has added the rest; the temp name says which host and process write it (_sweep_leftovers)."""
-        host = socket.gethostname().replace("-", "_")
+        host = host_tag()
         with atomic_folder(self.path(cell_hash), prefix=f".tmp-{cell_hash}-{host}-{os.getpid()}-") as tmp:
             (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
             (tmp / "result.json").write_text(json.dumps(_finite(result), indent=2, sort_keys=False))
