@@ -135,7 +135,6 @@ def test_record_write_is_atomic_and_replaces(tmp_path):
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["abc"]
 
 
-
 @pytest.mark.parametrize("killed_at", ["between the renames", "before the old record is deleted"])
 def test_a_record_replacement_killed_midway_is_finished_by_the_next_run(tmp_path, killed_at):
     """A process killed (os._exit, as SIGKILL would) while replacing a record: the next store of this study puts
@@ -154,6 +153,7 @@ def test_a_record_replacement_killed_midway_is_finished_by_the_next_run(tmp_path
     expected = {"status": "error", "round": 1} if killed_at == "between the renames" else {"status": "ok", "round": 2}
     assert store.recorded("abc") == expected
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["abc"]
+
 
 def test_cell_lock_respects_live_owners_and_takes_over_dead_ones(tmp_path):
     store = CellStore(tmp_path, "s")
