@@ -21,6 +21,12 @@ def host_tag() -> str:
     return socket.gethostname().replace("-", "_")
 
 
+def died_here(host: str, pid: str) -> bool:
+    """Whether the process `pid` of host `host` (as `host_tag` writes it), named in a hidden folder, has died on this
+    host (False for another host's, or a name that is not a pid)."""
+    return host == host_tag() and pid.isdigit() and not psutil.pid_exists(int(pid))
+
+
 def fsync_tree(folder: Path) -> None:
     """Flush every file below `folder` to disk, so that a rename publishes durable contents."""
     for path in sorted(folder.rglob("*")):
@@ -47,9 +53,9 @@ def recover_replaced(parent: Path) -> None:
     for trash in parent.glob(".trash-*"):
         try:
             name, host, pid, _ = trash.name[len(".trash-"):].rsplit("-", 3)
-            dead = host == host_tag() and not psutil.pid_exists(int(pid))
         except ValueError:
             continue
+        dead = died_here(host, pid)
         if dead and (parent / name).exists():
             shutil.rmtree(trash, ignore_errors=True)
         elif dead:

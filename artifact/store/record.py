@@ -23,7 +23,7 @@ import psutil
 import yaml
 
 from .. import __version__
-from ..core.atomic import atomic_folder, host_tag, recover_replaced
+from ..core.atomic import atomic_folder, died_here, host_tag, recover_replaced
 
 SCHEMA = 1            # records of the back-to-back design (result.json without `schema`)
 ROUNDS_SCHEMA = 2     # records of the rounds design: every visit kept (artifact.sweep.rounds)
@@ -90,13 +90,12 @@ class CellStore:
         """Remove half-written temp folders left by processes of this host that died (e.g. SIGKILL), and finish the
         record replacements they died in."""
         recover_replaced(self.root)
-        host = host_tag()
         for p in self.root.glob(".tmp-*"):
             try:
-                _, _, p_host, pid, _ = p.name.split("-", 4)
+                _, _, host, pid, _ = p.name.split("-", 4)
             except ValueError:
                 continue
-            if p_host == host and not psutil.pid_exists(int(pid)):
+            if died_here(host, pid):
                 shutil.rmtree(p, ignore_errors=True)
 
     def path(self, cell_hash: str) -> Path:
