@@ -39,7 +39,7 @@ STAMP := $(VENV)/.installed
 SCALE_STAMP := $(VENV)/.installed-scale
 LAUNCHER ?= basic
 
-.PHONY: setup bnb-jetson check-jetson test-py310 scale gptq run test test-slurm lint bench ui tracking-server data reproduce figures replay check push pull clean
+.PHONY: setup bnb-jetson check-jetson setup-py310 test-py310 scale gptq run test test-slurm lint bench ui tracking-server data reproduce figures replay check push pull clean
 
 ifdef DRY_RUN
 setup:
@@ -149,9 +149,11 @@ PY310_TESTS ?= tests/test_units.py tests/test_identity.py tests/test_bad_input.p
   tests/test_reproduce.py::test_the_report_says_which_gpu_ran_each_cell \
   tests/test_reproduce.py::test_claims_pass_on_records_that_show_the_papers_results \
   tests/test_reproduce.py::test_claims_fail_when_the_records_contradict_them
-test-py310:
+setup-py310:
 	@[ -n "$(PY310)" ] || { echo "error: no Python 3.10 (pyenv install 3.10, or PY310=/path/to/python3.10)" >&2; exit 2; }
 	$(MAKE) setup PYTHON=$(PY310) VENV=.venv310 TORCH_SPEC=$(TORCH_PY310)
+
+test-py310: setup-py310
 	.venv310/bin/python -m artifact.platform --installed
 	.venv310/bin/python -m pytest -q --durations=10 $(XDIST) $(PY310_TESTS) $(ARGS)
 

@@ -14,6 +14,16 @@ DATA = Path(os.environ.get("ARTIFACT_DATA_DIR", REPO.parent / "shared" / "data")
 # A quick cell: 8 input + 8 output tokens, two timed repetitions, no warm-up, no perplexity, in one visit (the
 # back-to-back design: these tests are about records, locks and processes; the rounds design has its own tests).
 FAST = ["batch_size=1", "seq_len=16", "warmup=0", "min_reps=2", "min_seconds=0", "ppl=off", "design=back-to-back"]
+# Two tiny cells (bs 1 and 2, 4 + 4 tokens) for the sweeps that `artifact.reproduce` runs in the tests.
+TINY = ["batch_size=1,2", "seq_len=8", "warmup=0", "min_reps=2", "min_seconds=0"]
+
+
+def sh(cmd, cwd, env=None, timeout=900) -> subprocess.CompletedProcess:
+    """A command (a list, or a string for the shell) that must succeed; its output's tail if it does not."""
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                         shell=isinstance(cmd, str))
+    assert out.returncode == 0, f"{cmd}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out
 
 
 def conf(group: str, name: str):

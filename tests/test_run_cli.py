@@ -147,13 +147,13 @@ def test_every_precision_in_one_sweep(cli):
 
 
 def test_longbench_int8_cell(cli):
-    out = cli.run("quant=int8", "batch_size=2", "seq_len=64", "workload=longbench", "warmup=0", "min_reps=1",
-                  "min_seconds=0", "ppl=off", "canary_seconds=0.2")  # in rounds: int8 visited without empty_cache
+    out = cli.run("quant=int8", "batch_size=2", "seq_len=32", "workload=longbench", "warmup=0", "min_reps=1",
+                  "min_seconds=0", "ppl=off", "canary_seconds=0.2", "rounds=2")  # int8 in rounds: no empty_cache
     assert out.returncode == 0, out.stderr
     [rec] = cli.records()
     result, _, _ = load_record(rec)
     assert result["prompts"]["workload"] == "longbench" and result["prompts"]["distinct_prompts"] == 2
-    assert result["tokens"]["in_len"] == 32 and result["tokens"]["generated_per_rep"] == 64
+    assert result["tokens"]["in_len"] == 16 and result["tokens"]["generated_per_rep"] == 32
 
 
 def test_model_is_reused_within_a_sweep(cli):
