@@ -124,8 +124,9 @@ pull: $(STAMP)
 # quiet_host alone (they assert an injected effect against the host's own noise). A test file stays on one worker:
 # its module-scoped fixtures (the tiny DVC pipeline, the Ray head whose `ray stop --force` would stop another
 # worker's) are built once, and test_power's fake host-wide meters claim one lock per host, as a real one does.
+# The files go out slowest first (tests/conftest.py's SLOWEST_FIRST), not most tests first (xdist's default).
 TEST_WORKERS ?= 2
-XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 # The scale tests start PostgreSQL, an MLflow server, a Ray head and headless Chromium on 127.0.0.1;
 # tests/services.sh installs Debian's postgresql and chromium where they are missing (as root).
 test: $(SCALE_STAMP)
@@ -136,10 +137,16 @@ test: $(SCALE_STAMP)
 # The test suite a second time on the JetPack 6 stack (CI): Python 3.10 (pyenv's, or python3.10 on PATH), its
 # constraints, and the oldest torch the stack supports (2.6.0: transformers 5.20 disables PyTorch below it), on the
 # CPU. PyPI's only cp310 torch is the CUDA build, with its NVIDIA libraries (about 5 GB in the venv). The tests that
-# start PostgreSQL, Ray, SLURM or Chromium, and the full make reproduce runs, are left to the first run.
+# start PostgreSQL, Ray, SLURM or Chromium, and the full make reproduce runs, are left to the first run, and of the bad
+# input the cases that the config's own checks answer (the same code on both stacks): the cases here ask torch,
+# transformers or bitsandbytes.
 PY310 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) $(shell command -v python3.10))
 TORCH_PY310 ?= torch==2.6.0
-PY310_TESTS ?= tests/test_units.py tests/test_identity.py tests/test_bad_input.py tests/test_bnbcheck.py \
+PY310_TESTS ?= tests/test_units.py tests/test_identity.py tests/test_bnbcheck.py \
+  tests/test_bad_input.py::test_a_hub_model_neither_cached_nor_reachable_is_one_line \
+  tests/test_bad_input.py::test_quantization_where_bitsandbytes_cannot_run \
+  "tests/test_bad_input.py::test_bad_input[device=cuda:0]" "tests/test_bad_input.py::test_bad_input[meter=nvml]" \
+  "tests/test_bad_input.py::test_bad_input[quant=gptq-int4]" \
   tests/test_platform.py tests/test_rounds_stats.py tests/test_power.py tests/test_roofline.py tests/test_quantize.py \
   tests/test_code_shape.py \
   tests/test_rounds_cli.py::test_a_sweep_killed_mid_round_resumes_with_only_the_missing_visits_and_more_rounds_add_to_it \

@@ -189,7 +189,11 @@ def test_a_five_second_window_on_the_agx_orin_holds_about_12_readings(tmp_path):
     rep = [{"t_start": a, "t_first_token": a, "t_end": b}]
     out = summarize(s, rep, {"status": "not measured"}, load_group("meter", "ina3221"), tokens)
     assert out["status"] == "ok" and out["timed"]["updates"] == 11  # 5 s / 0.43 s
-    assert 10 <= out["timed"]["updates_seen"] <= 12  # what the trace shows, polled twice per update
+    seen = out["timed"]["updates_seen"]  # what the trace shows, polled twice per update: never the 50 polls
+    assert 1 <= seen <= 12
+    polls = [r.t for r in s.samples if a <= r.t <= b]
+    if max(y - x for x, y in zip(polls, polls[1:])) < 0.2:  # every update polled (a loaded host can skip polls)
+        assert seen >= 10, (seen, len(polls))
     assert out["energy"]["source"] == "samples" and out["energy"]["bound_j"] > 0
     strict = load_group("meter", "ina3221")
     strict.min_samples = 12
