@@ -137,9 +137,9 @@ test: $(SCALE_STAMP)
 # The test suite a second time on the JetPack 6 stack (CI): Python 3.10 (pyenv's, or python3.10 on PATH), its
 # constraints, and the oldest torch the stack supports (2.6.0: transformers 5.20 disables PyTorch below it), on the
 # CPU. PyPI's only cp310 torch is the CUDA build, with its NVIDIA libraries (about 5 GB in the venv). The tests that
-# start PostgreSQL, Ray, SLURM or Chromium, and the full make reproduce runs, are left to the first run, and of the bad
-# input the cases that the config's own checks answer (the same code on both stacks): the cases here ask torch,
-# transformers or bitsandbytes.
+# start PostgreSQL, Ray, SLURM or Chromium, the full make reproduce runs and the kill-and-resume sweeps are left to the
+# first run, and of the bad input the cases that the config's own checks answer (the same code on both stacks): the
+# cases here ask torch, transformers or bitsandbytes.
 PY310 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) $(shell command -v python3.10))
 TORCH_PY310 ?= torch==2.6.0
 PY310_TESTS ?= tests/test_units.py tests/test_identity.py tests/test_bnbcheck.py \
@@ -149,7 +149,6 @@ PY310_TESTS ?= tests/test_units.py tests/test_identity.py tests/test_bnbcheck.py
   "tests/test_bad_input.py::test_bad_input[quant=gptq-int4]" \
   tests/test_platform.py tests/test_rounds_stats.py tests/test_power.py tests/test_roofline.py tests/test_quantize.py \
   tests/test_code_shape.py \
-  tests/test_rounds_cli.py::test_a_sweep_killed_mid_round_resumes_with_only_the_missing_visits_and_more_rounds_add_to_it \
   tests/test_run_cli.py::test_one_cell_writes_a_complete_record_and_mlflow_run \
   tests/test_run_cli.py::test_every_precision_in_one_sweep \
   tests/test_run_cli.py::test_synthetic_weights_build_the_architecture_without_download \
