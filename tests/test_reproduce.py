@@ -137,7 +137,8 @@ def test_records_from_fewer_processes_than_the_spread_are_measured_again(tmp_pat
 
 def test_a_cell_that_ends_its_process_costs_its_sweep_one_restart_not_the_rest(tmp_path, models_dir, data_dir):
     """reproduce runs a sweep again when its process died measuring a cell (the fake makes bs 2 end it, in fp32 and
-    int8); each rerun measures the cell it died on in a child process, so every other cell is measured."""
+    int8); each rerun measures the cell it died on in a child process, so every other cell is measured, and leaves
+    a cell that failed in an earlier rerun be: each crashing cell gets one child process, not one per rerun."""
     env = {**os.environ, "ARTIFACT_DATA_DIR": str(data_dir), **crashing_cell_env(tmp_path / "hook", batch_size=2)}
     traces = tmp_path / "traces"
     out = subprocess.run([sys.executable, "-m", "artifact.reproduce", "--profile", "smoke", "--no-report",
@@ -147,6 +148,8 @@ def test_a_cell_that_ends_its_process_costs_its_sweep_one_restart_not_the_rest(t
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 1, out.stderr[-3000:]  # two cells failed, and say so
     assert out.stdout.count("running it again") == 2  # one restart per cell that ended the process
+    assert out.stdout.count("measuring it in a child process") == 2
+    assert "smollm2-135m/fp32/bs2/sl8: failed earlier in this experiment" in out.stdout  # the second rerun
     got = {(yaml.safe_load((r.parent / "config.yaml").read_text())["quant"]["name"],
             yaml.safe_load((r.parent / "config.yaml").read_text())["batch_size"]): json.loads(r.read_text())
            for r in (traces / "precision_sweep").glob("*/result.json")}

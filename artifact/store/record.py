@@ -28,6 +28,9 @@ from ..core.atomic import atomic_folder, died_here, host_tag, recover_replaced
 SCHEMA = 1            # records of the back-to-back design (result.json without `schema`)
 ROUNDS_SCHEMA = 2     # records of the rounds design: every visit kept (artifact.sweep.rounds)
 FINISHED = ("ok", "oom")  # statuses that count as done; an error is retried on the next run
+# When the experiment of `make reproduce` began (epoch seconds), set for its sweeps (artifact.sweep.experiments): an
+# error recorded since then is not retried by its later passes or by its reruns after a death, only by the next command
+FAILED_SINCE_ENV = "ARTIFACT_FAILED_SINCE"
 # Config keys that do not change a result, so they are not part of a cell's identity.
 NOT_IDENTITY = ("study", "profile", "force", "reuse_twins", "batch_ladder", "traces_dir", "models_dir", "data_dir",
                 "tracking", "device", "cells", "rounds", "canary_seconds", "spread")
@@ -109,6 +112,15 @@ class CellStore:
     def recorded(self, cell_hash: str) -> dict | None:
         """The result of the cell's record whatever its status (an error too), else None."""
         return _result_at(self.path(cell_hash) / "result.json")
+
+    def failed_since(self, cell_hash: str, since: float) -> dict | None:
+        """The result of the cell's record if it is an error written at or after `since` (epoch seconds), else None."""
+        path = self.path(cell_hash) / "result.json"
+        result = _result_at(path)
+        try:
+            return result if result and result.get("status") == "error" and path.stat().st_mtime >= since else None
+        except OSError:  # gone between the two looks (replaced by another process's record)
+            return None
 
     def twin(self, cell_hash: str, rounds: int = 0, spread: tuple[int, int] | None = None) -> Path | None:
         """A finished record of the same cell in another study of this traces folder: the same identity is the

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -16,7 +17,7 @@ from ..cell.visit import describe, implied_oom, measure_cell
 from ..core.config import Cell
 from ..core.schema import Result
 from ..models import loading
-from ..store.record import CellStore, cell_hash, run_name
+from ..store.record import FAILED_SINCE_ENV, CellStore, cell_hash, run_name
 from ..store.tracking import log_record
 from . import isolation
 
@@ -36,6 +37,17 @@ def cell_lock(store: CellStore, session: Session, cell: Cell, key: str):
             if db is not None:
                 db.unlock(key)
             store.unlock(key)
+
+
+def failed_earlier(store: CellStore, key: str, name: str) -> bool:
+    """Whether the cell failed earlier in this experiment of `make reproduce` (store.record.FAILED_SINCE_ENV): a
+    later pass, or the rerun after a process died, does not try it again; the next command does. Says so."""
+    since = os.environ.get(FAILED_SINCE_ENV)
+    failed = store.failed_since(key, float(since)) if since else None
+    if failed is not None:
+        print(f"{name}: failed earlier in this experiment (its error record: {store.path(key)}); not tried again "
+              f"until the next command", flush=True)
+    return failed is not None
 
 
 def measure_in_child(cell: Cell, session: Session, store: CellStore, key: str,
@@ -132,6 +144,8 @@ def run_cell(cell: Cell, session: Session) -> tuple[str, bool]:
                   f"-> {store.path(key)}", flush=True)
             log_to_mlflow(cell, store.path(key), result)
             return result["status"], False
+        if failed_earlier(store, key, name):
+            return "error", False
         deaths = store.deaths(key)
         if deaths and not isolation.is_child_for(key):
             return measure_in_child(cell, session, store, key, deaths)

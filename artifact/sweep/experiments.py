@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -15,7 +16,7 @@ from typing import NamedTuple
 import yaml
 
 from ..core.config import CONF_DIR, BadInput, load_groups, override_value
-from ..store.record import settle_dead_locks
+from ..store.record import FAILED_SINCE_ENV, settle_dead_locks
 
 EXPERIMENTS_DIR = CONF_DIR / "experiment"
 PROFILES_DIR = CONF_DIR / "profiles"
@@ -182,27 +183,30 @@ def write_plan(traces_dir: Path, p: Plan) -> None:
 def run_experiment(p: Plan, traces_dir: Path) -> int:
     """The experiment's sweep, run again while its process died holding a cell (artifact.sweep.isolation): each rerun
     skips the finished cells and measures the one it died on in a child process, so a cell that kills its process
-    costs one restart, not the rest of the sweep. At most one rerun per cell."""
+    costs one restart, not the rest of the sweep. At most one rerun per cell. A cell that failed (an error, or a
+    death in its child process too) is not tried again by a later pass or rerun of this experiment: the next command
+    tries it."""
     write_plan(traces_dir, p)
     if p.skip:
         print(f"  skipped in profile {p.profile}: {p.skip}", flush=True)
         return 0
     sweeps = passes(p)
+    env = {**os.environ, FAILED_SINCE_ENV: repr(time.time())}
     for n, sweep in enumerate(sweeps):
         if len(sweeps) > 1:
             order = " (the load groups in reversed order)" if sweep.reverse else ""
             print(f"  pass {n + 1} of {len(sweeps)}{order}", flush=True)
         rc = _sweep([sys.executable, "-m", "artifact.run", "-m", *sweep.overrides, f"traces_dir={traces_dir}"], p,
-                    traces_dir)
+                    traces_dir, env)
         if rc not in (0, 1):  # bad input or a stop: the second pass would fail the same way
             return rc
     return rc
 
 
-def _sweep(cmd: list[str], p: Plan, traces_dir: Path) -> int:
+def _sweep(cmd: list[str], p: Plan, traces_dir: Path, env: dict[str, str]) -> int:
     """One sweep, run again while its process died holding a cell."""
     for _ in range(p.cells + 1):  # the first run, then at most one rerun per cell
-        rc = subprocess.call(cmd)
+        rc = subprocess.call(cmd, env=env)
         died = settle_dead_locks(traces_dir, p.study)
         if not died:
             break

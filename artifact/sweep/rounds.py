@@ -109,6 +109,9 @@ def _claim(cell: Cell, session: Session, held: contextlib.ExitStack) -> Member |
               f"-> {store.path(key)}", flush=True)
         cells.log_to_mlflow(cell, store.path(key), result)
         return None
+    if cells.failed_earlier(store, key, name):
+        session.failed.append("error")
+        return None
     deaths = store.deaths(key)
     if deaths and not isolation.is_child_for(key):
         status, _ = cells.measure_in_child(cell, session, store, key, deaths)
