@@ -46,11 +46,19 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def models_dir(tmp_path_factory) -> Path:
-    """The embedded GGUF converted once per test session (the conversion itself is under test)."""
+def models_dir(tmp_path_factory, worker_id) -> Path:
+    """The embedded GGUF converted once per test run (the conversion itself is under test). Under xdist it is in
+    the run's folder that the workers share: the first to get the file lock converts, the others find it ready."""
+    from filelock import FileLock
+
     from artifact.models import checkpoints
-    root = tmp_path_factory.mktemp("models")
-    folder = checkpoints.converted_gguf_dir(conf("model", "smollm2-135m"), root)
+    if worker_id == "master":  # one process
+        root = tmp_path_factory.mktemp("models")
+    else:
+        root = tmp_path_factory.getbasetemp().parent / "models"
+        root.mkdir(exist_ok=True)
+    with FileLock(f"{root}.lock"):
+        folder = checkpoints.converted_gguf_dir(conf("model", "smollm2-135m"), root)
     assert (folder / "model.safetensors").is_file() and (folder / "provenance.json").is_file()
     return root
 

@@ -25,8 +25,11 @@ def read(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, models_dir, data_dir):
-    """A git + DVC project running one real experiment (precision_sweep, smoke, shrunk) and the report."""
+    """A git + DVC project running one real experiment (precision_sweep, smoke, shrunk) and the report. Its models/
+    starts with the session's converted GGUF (the conversion is tested there and in the fresh clone below): the
+    quantize stage finds it ready, and DVC versions it."""
     root = tmp_path_factory.mktemp("pipeline")
+    shutil.copytree(models_dir / "smollm2-135m", root / "models" / "smollm2-135m")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
            "PATH": f"{BIN}:{os.environ['PATH']}", "ARTIFACT_DATA_DIR": str(data_dir),
            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
