@@ -7,6 +7,7 @@ smoke profile's records were measured again, the gpu profile's (meter=nvml) kept
 from __future__ import annotations
 
 import csv
+import functools
 import json
 
 import pytest
@@ -75,10 +76,15 @@ def shipped_rows() -> list[dict]:
     return rows
 
 
-def recomposed_hash(row: dict, by_study: dict) -> str:
+@functools.cache
+def experiment_of(study: str) -> str:
+    return {experiments.load(n)["study"]: n for n in experiments.names()}[study]
+
+
+def recomposed_hash(row: dict) -> str:
     """The hash of a results.csv row's cell, composed again from its experiment's plan (back-to-back rows: with the
     settings of that design)."""
-    plan = experiments.plan(by_study[row["study"]], row["profile"])
+    plan = experiments.plan(experiment_of(row["study"]), row["profile"])
     overrides = [f"study={plan.study}", f"profile={plan.profile}"]
     settings = dict(plan.settings)
     if row.get("design") != "rounds":
@@ -92,16 +98,14 @@ def recomposed_hash(row: dict, by_study: dict) -> str:
 def test_every_shipped_record_keeps_its_hash():
     """Each row of every profile's paper/<profile>/results.csv, recomposed from its experiment's plan, gives the
     hash it was recorded under."""
-    by_study = {experiments.load(n)["study"]: n for n in experiments.names()}
     for row in shipped_rows():
-        assert recomposed_hash(row, by_study) == row["cell_hash"], row["record"]
+        assert recomposed_hash(row) == row["cell_hash"], row["record"]
 
 
 def test_each_config_choice_of_the_shipped_records_keeps_its_hash():
     """The check above on one row per profile, study, design, hardware and choice of every config group (the rows
     it leaves out differ from one of these only in a batch size or a length). The Python 3.10 stack runs this one
     (Makefile: PY310_TESTS): a Hydra compose takes about 0.25 s, and the whole table needs one per row (230 today)."""
-    by_study = {experiments.load(n)["study"]: n for n in experiments.names()}
     firsts = {}
     for row in shipped_rows():
         choice = tuple(row[k] for k in ("profile", "study", "design", "device", "hardware", "model", "quant",
@@ -109,7 +113,7 @@ def test_each_config_choice_of_the_shipped_records_keeps_its_hash():
         firsts.setdefault(choice, row)
     assert len(firsts) > 50
     for row in firsts.values():
-        assert recomposed_hash(row, by_study) == row["cell_hash"], row["record"]
+        assert recomposed_hash(row) == row["cell_hash"], row["record"]
 
 
 # The profile settings the back-to-back records were measured with, where the rounds design changed them.
