@@ -113,7 +113,7 @@ def test_a_record_of_the_spread_resumes_and_one_from_fewer_processes_is_measured
 
 def test_records_from_fewer_processes_than_the_spread_are_measured_again(tmp_path, models_dir, data_dir):
     """Records of 2 rounds in one process, then reproduce with processes=2: each is measured again, its 2 rounds in
-    2 processes, saying so; a third run measures nothing."""
+    2 processes, saying so; a third run measures nothing and starts no process for the pass its records hold."""
     traces = tmp_path / "traces"
 
     def reproduce(processes: int) -> str:
@@ -131,8 +131,9 @@ def test_records_from_fewer_processes_than_the_spread_are_measured_again(tmp_pat
     again = reproduce(2)
     assert again.count("its 2 rounds came from 1 process(es), fewer than spread=[2, 2] asks") == 2, again[-3000:]
     assert processes_per_record() == [2, 2]
-    third = reproduce(2)
-    assert third.count("done already") == 4 and "[round " not in third  # 2 passes x 2 cells, all skipped
+    third = reproduce(2)  # pass 1 is not started (its cells hold their rounds); the last runs and skips both cells
+    assert "pass 1 of 2: every cell holds the 1 round(s) it asks already, skipped" in third, third[-3000:]
+    assert third.count("done already") == 2 and "[round " not in third
 
 
 def test_a_cell_that_ends_its_process_costs_its_sweep_one_restart_not_the_rest(tmp_path, models_dir, data_dir):

@@ -185,14 +185,19 @@ def run_experiment(p: Plan, traces_dir: Path) -> int:
     skips the finished cells and measures the one it died on in a child process, so a cell that kills its process
     costs one restart, not the rest of the sweep. At most one rerun per cell. A cell that failed (an error, or a
     death in its child process too) is not tried again by a later pass or rerun of this experiment: the next command
-    tries it."""
+    tries it. A pass before the last whose cells all hold its rounds already is not started (_holds_rounds)."""
     write_plan(traces_dir, p)
     if p.skip:
         print(f"  skipped in profile {p.profile}: {p.skip}", flush=True)
         return 0
     sweeps = passes(p)
     env = {**os.environ, FAILED_SINCE_ENV: repr(time.time())}
+    holds = _holds_rounds(p, sweeps[-1], traces_dir) if len(sweeps) > 1 else None
     for n, sweep in enumerate(sweeps):
+        if n < len(sweeps) - 1 and holds is not None and holds(sweep.rounds):
+            print(f"  pass {n + 1} of {len(sweeps)}: every cell holds the {sweep.rounds} round(s) it asks already, "
+                  f"skipped", flush=True)
+            continue
         if len(sweeps) > 1:
             order = " (the load groups in reversed order)" if sweep.reverse else ""
             print(f"  pass {n + 1} of {len(sweeps)}{order}", flush=True)
@@ -201,6 +206,41 @@ def run_experiment(p: Plan, traces_dir: Path) -> int:
         if rc not in (0, 1):  # bad input or a stop: the second pass would fail the same way
             return rc
     return rc
+
+
+def _holds_rounds(p: Plan, last: Pass, traces_dir: Path):
+    """A test, rounds -> bool, of whether every cell of the plan already holds that many rounds from as many
+    processes as the plan spreads them over: the rule a sweep's own process applies before it skips a cell
+    (CellStore.finished), on each cell's identity composed here, lazily, once. A pass that would skip every cell is
+    not started (a process costs its imports, its composes and, on a GPU machine, seconds of the GPU's time); the
+    last pass always runs, so that a sweep still logs restored records to MLflow and reports. None where force=true
+    asks for the records to start over, or where the overrides do not compose (the sweep itself says why)."""
+    import functools
+    import itertools
+
+    from ..core.config import compose, resolve
+    from ..store.record import CellStore, cell_hash
+    from .preflight import config_overrides, sweep_choices
+    if _value((p.settings or {}).get("force", False)).lower() == "true":
+        return None
+    lines = config_overrides(last.overrides) + [f"traces_dir={traces_dir}"]
+    try:
+        combos = list(itertools.product(*sweep_choices(lines)))
+        first = resolve(compose(list(combos[0])))
+    except BadInput:
+        return None
+    store, spread = CellStore(traces_dir, p.study), first.design.spread
+
+    @functools.cache
+    def key(i: int) -> str | None:
+        try:
+            cell = first if i == 0 else resolve(compose(list(combos[i])))
+        except BadInput:
+            return None
+        return cell_hash(cell.config, cell.device, cell.hardware)
+
+    return lambda rounds: all((k := key(i)) is not None and store.finished(k, rounds, spread) is not None
+                              for i in range(len(combos)))
 
 
 def _sweep(cmd: list[str], p: Plan, traces_dir: Path, env: dict[str, str]) -> int:

@@ -35,22 +35,32 @@ def check_inputs(cfg: DictConfig, session: Session) -> Cell:
     return cell
 
 
+def config_overrides(args: list[str]) -> list[str]:
+    """The command line's overrides of the config: not its flags, not Hydra's own (hydra/launcher=...)."""
+    return [a for a in args if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+
+
+def sweep_choices(lines: list[str]) -> list[list[str]]:
+    """Each override as the list of single-value overrides it sweeps (model=a,b -> [model=a, model=b]); one value
+    stays a list of one. Raises BadInput."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    try:
+        parsed = OverridesParser.create().parse_overrides(lines)
+    except HydraException as e:
+        raise BadInput(one_line(e)) from e
+    return [[line] if not o.is_sweep_override() else [f"{line.split('=', 1)[0]}={v}" for v in o.sweep_string_iterator()]
+            for line, o in zip(lines, parsed)]
+
+
 def preflight(args: list[str], session: Session) -> list[str]:
     """Compose and check the config for every value on the command line (each sweep value too) before
     Hydra starts, so that bad input is one line, exit 2, and no cell of a sweep has run. Returns the command
     line to run: as given for the basic launcher; for another launcher, one job per group of cells that share a
     model, with paths and the tracking store made absolute (artifact.sweep.launch)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-    lines = [a for a in args if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    lines = config_overrides(args)
     try:
-        try:
-            parsed = OverridesParser.create().parse_overrides(lines)
-        except HydraException as e:
-            raise BadInput(one_line(e)) from e
-        choices = [[line] if not o.is_sweep_override() else
-                   [f"{line.split('=', 1)[0]}={v}" for v in o.sweep_string_iterator()]
-                   for line, o in zip(lines, parsed)]
+        choices = sweep_choices(lines)
         base = [c[0] for c in choices]
         variants = [base] + [base[:i] + [v] + base[i + 1:] for i, c in enumerate(choices) for v in c[1:]]
         cells = [check_inputs(compose(overrides), session) for overrides in variants]
