@@ -77,14 +77,14 @@ def shipped_rows() -> list[dict]:
 
 
 @functools.cache
-def experiment_of(study: str) -> str:
-    return {experiments.load(n)["study"]: n for n in experiments.names()}[study]
+def experiment_by_study() -> dict[str, str]:
+    return {experiments.load(n)["study"]: n for n in experiments.names()}
 
 
 def recomposed_hash(row: dict) -> str:
     """The hash of a results.csv row's cell, composed again from its experiment's plan (back-to-back rows: with the
     settings of that design)."""
-    plan = experiments.plan(experiment_of(row["study"]), row["profile"])
+    plan = experiments.plan(experiment_by_study()[row["study"]], row["profile"])
     overrides = [f"study={plan.study}", f"profile={plan.profile}"]
     settings = dict(plan.settings)
     if row.get("design") != "rounds":
