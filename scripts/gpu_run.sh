@@ -10,8 +10,14 @@ budget=$1; shift
 rm -rf /tmp/site && mkdir -p /tmp/site && tar xJf .devcarry/site.tar.xz -C /tmp/site || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 ARTIFACT_DATA_DIR=$PWD/data RAY_USAGE_STATS_ENABLED=0
 tar xJf .devcarry/bundle.tar.xz
-tar xJf paper/gpu/records.tar.xz   # the shipped records: a resumed profile measures only what they lack
-[ -f .devcarry/traces.tgz ] && tar xzf .devcarry/traces.tgz
+# the records to resume from: the shipped ones, then .devcarry/traces.tgz over them; but a warm machine's traces/
+# (left by this session's previous call) are newer than both, and unpacking either over them would undo that call
+if [ -d traces ]; then
+  echo "traces/ kept as the previous call on this machine left it (newer than paper/gpu/records.tar.xz and .devcarry/traces.tgz)"
+else
+  tar xJf paper/gpu/records.tar.xz   # the shipped records: a resumed profile measures only what they lack
+  [ -f .devcarry/traces.tgz ] && tar xzf .devcarry/traces.tgz
+fi
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,power.limit --format=csv,noheader
 df -h . | tail -1
 start=$(date +%s)
