@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The gpu profile (or part of it) on a lent CUDA machine with no network: the packages its image lacks from
 # .devcarry/site.tar.xz, the stand-in tokenizer and WikiText-2 from .devcarry/bundle.tar.xz (both built here by
-# scripts/device_carry.sh; see scripts/README.md), records resumed from paper/gpu/records.tar.xz and
-# .devcarry/traces.tgz (where present) and returned as $OUT/traces.tgz, with any traces-*/ folder a command made
+# scripts/device_carry.sh; see scripts/README.md), records resumed from .devcarry/traces.tgz (where present)
+# and the shipped paper/*/records.tar.xz and returned as $OUT/traces.tgz, with any traces-*/ folder a command made
 # (a second run or another design kept apart with --traces-dir traces-NAME).
 # Usage (repo root): scripts/gpu_run.sh SECONDS COMMAND...
 set -uo pipefail
@@ -10,14 +10,16 @@ budget=$1; shift
 rm -rf /tmp/site && mkdir -p /tmp/site && tar xJf .devcarry/site.tar.xz -C /tmp/site || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 ARTIFACT_DATA_DIR=$PWD/data RAY_USAGE_STATS_ENABLED=0
 tar xJf .devcarry/bundle.tar.xz
-# the records to resume from: the shipped ones, then .devcarry/traces.tgz over them; but a warm machine's traces/
-# (left by this session's previous call) are newer than both, and unpacking either over them would undo that call
+# the records to resume from. A warm machine's traces/ (left by this session's previous call) is newer than
+# .devcarry/traces.tgz and stays as it is; on a fresh machine that archive is unpacked first. Then every shipped
+# record that traces/ lacks is added (artifact.report.archive.restore: never over a record that is there).
 if [ -d traces ]; then
-  echo "traces/ kept as the previous call on this machine left it (newer than paper/gpu/records.tar.xz and .devcarry/traces.tgz)"
-else
-  tar xJf paper/gpu/records.tar.xz   # the shipped records: a resumed profile measures only what they lack
-  [ -f .devcarry/traces.tgz ] && tar xzf .devcarry/traces.tgz
+  echo "traces/ kept as the previous call on this machine left it"
+elif [ -f .devcarry/traces.tgz ]; then
+  tar xzf .devcarry/traces.tgz
 fi
+python3 -c "from pathlib import Path; from artifact.report.archive import restore
+print(restore(Path('paper'), Path('traces')), 'shipped records added to traces/ (those it lacked)')" || exit 1
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,power.limit --format=csv,noheader
 df -h . | tail -1
 start=$(date +%s)
