@@ -107,7 +107,7 @@ def rerun(spec: dict, rows: list[dict]) -> tuple[list[str], list[list]]:
     The GPUs column names each run's GPU (its NVML UUID's first block): another machine shows another UUID. Where
     the rows carry the drift canary of their group runs (report.build.with_canary), each run's probe times per
     repetition and their ratio follow: a host that was slower in one run shows there. The last row counts the cells
-    that agree."""
+    that agree, of those with an interval in both runs (a cell of one round has none: "–", not a disagreement)."""
     second = [r for r in rows if r["study"] != spec["of"] and r["status"] == "ok"]
     first = {tuple(r[k] for k in RERUN_KEYS): r for r in rows if r["study"] == spec["of"] and r["status"] == "ok"}
     head = ["model", "batch", "seq_len", "hardware", "GPUs (first / second)"]
@@ -126,8 +126,8 @@ def rerun(spec: dict, rows: list[dict]) -> tuple[list[str], list[list]]:
             name, unit = metric.split("_", 1)  # latency_s: latency_median_s, latency_low_s, latency_high_s
             both = _agree(a, b, name, unit)
             counts = agree[metric]
-            counts[0] += 1
             if both:
+                counts[0] += 1
                 counts[1] += both[0]
                 counts[2] += both[1]
             ratio = b[f"{name}_median_{unit}"] / a[f"{name}_median_{unit}"]
@@ -141,7 +141,8 @@ def rerun(spec: dict, rows: list[dict]) -> tuple[list[str], list[list]]:
         total = [f"{len(body)} cells in both runs", "", "", "", ""]
         for metric in spec["metrics"]:
             n, overlap, holds = agree[metric]
-            total += ["", "", f"{overlap} of {n}", f"{holds} of {n}", ""]
+            unjudged = f" ({len(body) - n} without an interval)" if n < len(body) else ""
+            total += ["", "", f"{overlap} of {n}{unjudged}", f"{holds} of {n}{unjudged}", ""]
         total += ["", ""] if probes else []
         body.append(total)
     return head, body
