@@ -208,6 +208,8 @@ def craft(traces: Path, study: str, i: int, *, status="ok", host="cpu", **cell) 
               "metrics": metrics, "memory": {"incremental_peak_bytes": cell.get("mem_mib", 100) * 2**20},
               "model": {"weight_bytes": cell.get("weights_mib", 500) * 2**20}, "power": power,
               "provenance": {"l4t_release": "R36.3" if host == "jetson" else None, "cpu_model": "test"}}
+    if "rounds_gpus" in cell:  # rounds resumed on other machines (artifact.sweep.rounds.summarize)
+        result.update(design="rounds", rounds={"done": len(cell["rounds_gpus"]), "gpu_uuids": cell["rounds_gpus"]})
     folder = traces / study / f"{study}{i:04d}"
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -233,6 +235,26 @@ def test_the_report_says_which_gpu_ran_each_cell(tmp_path):
                         "not recorded | 1 of 1, worst -0.4% |")
     assert lines[7].startswith("\nCells that name no GPU: 1 ")
     assert placement([r for r in results.collect(tmp_path) if not r["gpu_uuid"]]) == []
+
+
+def test_a_cell_whose_rounds_ran_on_two_gpus_counts_under_both(tmp_path):
+    """Crafted: one cell's rounds ran on GPU-aaaa then GPU-bbbb (its meter the last process's, on bbbb), another cell
+    on aaaa alone. Each GPU's row counts the shared cell; the energy check and PCI address count under bbbb only;
+    a line says so; the caption names both GPUs for the model."""
+    from artifact.report import build
+    craft(tmp_path, "batch_sweep", 0, power_w=300, gpu_uuid="GPU-bbbb", energy_check=0.002, pci="00000000:18:00",
+          rounds_gpus=["GPU-aaaa", "GPU-bbbb"], started_at="2026-11-24T10:00:00")
+    craft(tmp_path, "batch_sweep", 1, batch_size=2, power_w=300, gpu_uuid="GPU-aaaa", energy_check=-0.004,
+          pci="00000000:19:00", started_at="2026-11-24T10:01:00")
+    rows = results.collect(tmp_path)
+    assert [r["gpu_uuids"] for r in rows] == ["GPU-aaaa GPU-bbbb", None]
+    lines = build.placement(rows)
+    assert lines[5] == ("| GPU-aaaa | test | unset | 2 | batch_sweep (2) | 2026-11-24T10:00 to 2026-11-24T10:01 "
+                        "| 00000000:19:00: 1 of 1 | 1 of 1, worst -0.4% |")
+    assert lines[6] == ("| GPU-bbbb | test | unset | 1 | batch_sweep (1) | 2026-11-24T10:00 to 2026-11-24T10:00 "
+                        "| 00000000:18:00: 1 of 1 | 1 of 1, worst +0.2% |")
+    assert lines[7].startswith("\n1 cells had their rounds measured on several GPUs: each counts under every one")
+    assert "phi2: aaaa, bbbb;" in build.machines(rows)
 
 
 def test_time_md_sets_the_cells_measured_in_both_designs_side_by_side(tmp_path):
@@ -510,12 +532,14 @@ def test_the_second_run_table_shows_each_runs_canary_per_repetition():
 
 def test_a_figure_from_several_gpus_of_one_model_names_each_series_gpus():
     """The H200 rounds batch sweep's cells come from several machines: the caption names, per model, the GPUs its
-    cells ran on (from the rows' NVML UUIDs), since a machine moved a whole series in the second runs."""
+    cells' rounds ran on (from the rows' NVML UUIDs), since a machine moved a whole series in the second runs."""
     from artifact.report import build
     rows = [r for r in results.read_csv(REPO / "paper/gpu/results.csv") if r["study"] == "batch_sweep"
             and r["design"] == "rounds" and r["status"] == "ok"]
     text = build.machines(rows)
     for model in {r["model"] for r in rows}:
-        gpus = sorted({r["gpu_uuid"].split("-")[1] for r in rows if r["model"] == model})
+        gpus = sorted({u.split("-")[1] for r in rows if r["model"] == model
+                       for u in (r["gpu_uuids"] or r["gpu_uuid"]).split()})  # rounds on several machines: each
         assert f"{model}: {', '.join(gpus)}" in text
+    assert "phi2: 3e0a8785, ffff2101;" in text  # passes 1-2 on one H200, 3-5 on another (issue 22)
     assert build.machines(rows[:1]) == ""  # one GPU: nothing to say

@@ -40,12 +40,13 @@ def machines(rows: list[dict]) -> str:
     """Where a figure's cells come from several GPUs of its one GPU model, which, per model (their NVML UUIDs' first
     block): two machines of one GPU model differed by more than one machine's error bars (issue 22's second runs),
     so two series measured on two machines differ by the machine as well as by the model."""
-    ok = [r for r in rows if r.get("gpu_uuid") and r["status"] == "ok"]
-    uuids = sorted({r["gpu_uuid"] for r in ok})
+    ok = [r for r in rows if tables.gpus(r) and r["status"] == "ok"]
+    uuids = sorted({u for r in ok for u in tables.gpus(r)})
     if len(uuids) < 2:
         return ""
-    per_model = "; ".join(f"{m}: {', '.join(sorted({tables.short_uuid(r['gpu_uuid']) for r in ok if r['model'] == m}))}"
-                          for m in sorted({r["model"] for r in ok}))
+    of_model = {m: sorted({tables.short_uuid(u) for r in ok if r["model"] == m for u in tables.gpus(r)})
+                for m in sorted({r["model"] for r in ok})}
+    per_model = "; ".join(f"{m}: {', '.join(short)}" for m, short in of_model.items())
     return (f" from {len(uuids)} GPUs ({per_model}; series from two machines differ by the machine too, "
             f"see the second-run table)")
 
@@ -316,7 +317,7 @@ def placement(rows: list[dict]) -> list[str]:
     energy agreed with its own counter. Empty where no record names a GPU (CPU and Jetson profiles). The meter
     opens NVML by the UUID torch reports for the cell's device, so the UUID is both at once; the PCI addresses
     come from each side independently."""
-    gpus = sorted({r["gpu_uuid"] for r in rows if r["gpu_uuid"]})
+    gpus = sorted({u for r in rows for u in tables.gpus(r)})
     if not gpus:
         return []
     lines = ["", "## Where the cells ran", "",
@@ -324,15 +325,20 @@ def placement(rows: list[dict]) -> list[str]:
              "PCI address: NVML's = CUDA's | "
              f"sampled energy within {ENERGY_AGREES:.0%} of the counter |", "|---|---|---|---|---|---|---|---|"]
     for uuid in gpus:
-        rs = [r for r in rows if r["gpu_uuid"] == uuid]
+        rs = [r for r in rows if uuid in tables.gpus(r)]
+        own = [r for r in rs if r["gpu_uuid"] == uuid]  # the meter's readings are the last process's
         starts = sorted(r["date"] for r in rs if r["date"])
-        checks = [r["energy_check_rel"] for r in rs if r["energy_check_rel"] is not None]
+        checks = [r["energy_check_rel"] for r in own if r["energy_check_rel"] is not None]
         agree = sum(abs(c) <= ENERGY_AGREES for c in checks)
         energy = f"{agree} of {len(checks)}, worst {max(checks, key=abs):+.1%}" if checks else "none checked"
         visible = ", ".join(sorted({r["cuda_visible_devices"] or "unset" for r in rs}))
         studies = ", ".join(f"{s} ({sum(r['study'] == s for r in rs)})" for s in sorted({r["study"] for r in rs}))
         lines.append(f"| {uuid} | {rs[0]['hardware']} | {visible} | {len(rs)} | {studies} | "
-                     f"{starts[0][:16]} to {starts[-1][:16]} | {_pci_agreement(rs)} | {energy} |")
+                     f"{starts[0][:16]} to {starts[-1][:16]} | {_pci_agreement(own)} | {energy} |")
+    shared = sum(len(tables.gpus(r)) > 1 for r in rows)
+    if shared:
+        lines.append(f"\n{shared} cells had their rounds measured on several GPUs: each counts under every one of them "
+                     "(its PCI addresses and energy check count under its last process's GPU only).")
     lines.append(f"\nCells that name no GPU: {sum(1 for r in rows if not r['gpu_uuid'])} (not run: out of memory by "
                  "implication; or recorded before records named their GPU without a meter: fit tests, early OOMs).")
     return lines

@@ -62,6 +62,8 @@ COLUMNS = [
     ("ppl_s", "perplexity computed in this cell"), ("idle_s", "idle-power window in this cell"),
     ("gpu_uuid", "the GPU that ran the cell: the UUID torch gives the cell's device, by which NVML opens the GPU "
                  "it meters (older records name it only where metered)"),
+    ("gpu_uuids", "every GPU that measured one of the cell's rounds, where more than one (space-separated); "
+                  "gpu_uuid is then the last process's"),
     ("gpu_pci", "that GPU's PCI address as NVML reports it (domain:bus:device)"),
     ("gpu_pci_cuda", "the cell's torch device's PCI address as CUDA reports it (the meter refuses where they differ)"),
     ("cuda_visible_devices", "CUDA_VISIBLE_DEVICES of the cell's process"),

@@ -160,6 +160,14 @@ def short_uuid(uuid: str | None) -> str:
     return uuid.split("-")[1] if uuid else "no uuid"
 
 
+def gpus(row: dict) -> list[str]:
+    """Every GPU that measured a cell: its rounds' GPUs where they ran on several (rounds resumed on another
+    machine), else the one it names; none for a cell that names no GPU."""
+    if row.get("gpu_uuids"):
+        return row["gpu_uuids"].split()
+    return [row["gpu_uuid"]] if row.get("gpu_uuid") else []
+
+
 # conf/experiment table.kind
 TABLE_BUILDERS = {"models": models, "pivot": pivot, "power_modes": power_modes, "rerun": rerun}
 

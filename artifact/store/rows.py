@@ -133,6 +133,7 @@ def _provenance_columns(folder: Path, result: dict) -> dict:
         "load_s": parts["load"], "build_s": parts["build"], "ppl_s": parts["perplexity"], "idle_s": parts["idle"],
         "canary_s": parts["canary"] or None,
         "gpu_uuid": meter.get("gpu_uuid") or result.get("gpu_uuid"),
+        "gpu_uuids": " ".join((result.get("rounds") or {}).get("gpu_uuids") or []) or None,
         "gpu_pci": meter.get("gpu_pci"), "gpu_pci_cuda": meter.get("gpu_pci_cuda"),
         "cuda_visible_devices": result.get("cuda_visible_devices"),
         "energy_check_rel": energy.get("sampled_vs_counter_rel"),
