@@ -253,7 +253,7 @@ def test_a_cell_whose_rounds_ran_on_two_gpus_counts_under_both(tmp_path):
                         "| 00000000:19:00: 1 of 1 | 1 of 1, worst -0.4% |")
     assert lines[6] == ("| GPU-bbbb | test | unset | 1 | batch_sweep (1) | 2026-11-24T10:00 to 2026-11-24T10:00 "
                         "| 00000000:18:00: 1 of 1 | 1 of 1, worst +0.2% |")
-    assert lines[7].startswith("\n1 cells had their rounds measured on several GPUs: each counts under every one")
+    assert lines[7].startswith("\n1 cell had its rounds measured on several GPUs: it counts under every one")
     assert "phi2: aaaa, bbbb;" in build.machines(rows)
 
 

@@ -337,7 +337,9 @@ def placement(rows: list[dict]) -> list[str]:
                      f"{starts[0][:16]} to {starts[-1][:16]} | {_pci_agreement(own)} | {energy} |")
     shared = sum(len(tables.gpus(r)) > 1 for r in rows)
     if shared:
-        lines.append(f"\n{shared} cells had their rounds measured on several GPUs: each counts under every one of them "
+        cells = "1 cell had its rounds measured on several GPUs: it counts" if shared == 1 else \
+            f"{shared} cells had their rounds measured on several GPUs: each counts"
+        lines.append(f"\n{cells} under every one of them "
                      "(its PCI addresses and energy check count under its last process's GPU only).")
     lines.append(f"\nCells that name no GPU: {sum(1 for r in rows if not r['gpu_uuid'])} (not run: out of memory by "
                  "implication; or recorded before records named their GPU without a meter: fit tests, early OOMs).")
