@@ -159,14 +159,15 @@ class FakeNvml:
 
 # A cell that kills its process with no Python exception to catch: on an H100, bitsandbytes' LLM.int8 printed
 # "Error invalid argument at line 421 in file /src/csrc/ops.cu" and called exit(1) for Mistral-24B int8 at bs 128,
-# sl 1024. Loaded as sitecustomize, it makes the timed run of batch $FAKE_CRASH_BATCH do the same.
+# sl 1024. Loaded as sitecustomize, it makes the timed run of each batch size in $FAKE_CRASH_BATCH (say "2,3") do the
+# same.
 FAKE_CRASH = """
 import os, sys
 if os.environ.get("FAKE_CRASH_BATCH"):
     import artifact.cell.measure as measure
     real = measure.run_timed
     def run_timed(model, tokenizer, prompts, *args, **kwargs):
-        if prompts.shape[0] == int(os.environ["FAKE_CRASH_BATCH"]):
+        if str(prompts.shape[0]) in os.environ["FAKE_CRASH_BATCH"].split(","):
             sys.stderr.write("Error invalid argument at line 421 in file /src/csrc/ops.cu\\n")
             sys.stderr.flush()
             os._exit(1)
@@ -175,12 +176,12 @@ if os.environ.get("FAKE_CRASH_BATCH"):
 """
 
 
-def crashing_cell_env(hook_dir: Path, batch_size: int) -> dict[str, str]:
-    """The environment that makes every `python -m artifact.run` die in its cells of this batch size."""
+def crashing_cell_env(hook_dir: Path, *batch_sizes: int) -> dict[str, str]:
+    """The environment that makes every `python -m artifact.run` die in its cells of these batch sizes."""
     hook_dir.mkdir(parents=True, exist_ok=True)
     (hook_dir / "sitecustomize.py").write_text(FAKE_CRASH)
     return {"PYTHONPATH": os.pathsep.join(filter(None, [str(hook_dir), os.environ.get("PYTHONPATH")])),
-            "FAKE_CRASH_BATCH": str(batch_size)}
+            "FAKE_CRASH_BATCH": ",".join(map(str, batch_sizes))}
 
 
 # A host that drifts: from its N-th generation on (timed, warm-up or the canary's), every generation takes STEP longer

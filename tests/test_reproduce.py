@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -119,7 +120,7 @@ def test_records_from_fewer_processes_than_the_spread_are_measured_again(tmp_pat
     def reproduce(processes: int) -> str:
         return sh([sys.executable, "-m", "artifact.reproduce", "--profile", "smoke", "--no-report", "--traces-dir",
                    str(traces), "batch_sweep", "--", *TINY, "workload=wikitext2", "rounds=2", f"processes={processes}",
-                   f"models_dir={models_dir}", "tracking.enabled=false"], tmp_path,
+                   "canary_seconds=0", f"models_dir={models_dir}", "tracking.enabled=false"], tmp_path,
                   {**os.environ, "ARTIFACT_DATA_DIR": str(data_dir)}).stdout
 
     def processes_per_record() -> list[int]:
@@ -137,26 +138,28 @@ def test_records_from_fewer_processes_than_the_spread_are_measured_again(tmp_pat
 
 
 def test_a_cell_that_ends_its_process_costs_its_sweep_one_restart_not_the_rest(tmp_path, models_dir, data_dir):
-    """reproduce runs a sweep again when its process died measuring a cell (the fake makes bs 2 end it, in fp32 and
-    int8); each rerun measures the cell it died on in a child process, so every other cell is measured, and leaves
-    a cell that failed in an earlier rerun be: each crashing cell gets one child process, not one per rerun."""
-    env = {**os.environ, "ARTIFACT_DATA_DIR": str(data_dir), **crashing_cell_env(tmp_path / "hook", batch_size=2)}
+    """reproduce runs a sweep again when its process died measuring a cell (the fake makes bs 2 and bs 3 end it);
+    each rerun measures the cell it died on in a child process, so every other cell is measured, and leaves a cell
+    that failed in an earlier rerun be: each crashing cell gets one child process, not one per rerun."""
+    env = {**os.environ, "ARTIFACT_DATA_DIR": str(data_dir), **crashing_cell_env(tmp_path / "hook", 2, 3)}
     traces = tmp_path / "traces"
     out = subprocess.run([sys.executable, "-m", "artifact.reproduce", "--profile", "smoke", "--no-report",
-                          "--traces-dir", str(traces), "precision_sweep", "--", "quant=fp32,int8", "batch_size=2,1",
+                          "--traces-dir", str(traces), "precision_sweep", "--", "quant=fp32", "batch_size=3,2,1",
                           "seq_len=8", "rounds=1", "warmup=0", "min_reps=1", "min_seconds=0", "ppl=off",
+                          "canary_seconds=0",
                           f"models_dir={models_dir}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 1, out.stderr[-3000:]  # two cells failed, and say so
     assert out.stdout.count("running it again") == 2  # one restart per cell that ended the process
     assert out.stdout.count("measuring it in a child process") == 2
-    assert "smollm2-135m/fp32/bs2/sl8: failed earlier in this experiment" in out.stdout  # the second rerun
-    got = {(yaml.safe_load((r.parent / "config.yaml").read_text())["quant"]["name"],
-            yaml.safe_load((r.parent / "config.yaml").read_text())["batch_size"]): json.loads(r.read_text())
+    died = re.findall(r"^(\S+): process \d+ on \S+ died measuring it", out.stdout, re.M)  # in the visits' order
+    assert sorted(died) == ["smollm2-135m/fp32/bs2/sl8", "smollm2-135m/fp32/bs3/sl8"], out.stdout
+    assert out.stdout.count("failed earlier in this experiment") == 1  # the second rerun leaves the first one be
+    assert f"{died[0]}: failed earlier in this experiment" in out.stdout
+    got = {yaml.safe_load((r.parent / "config.yaml").read_text())["batch_size"]: json.loads(r.read_text())
            for r in (traces / "precision_sweep").glob("*/result.json")}
-    assert {k: v["status"] for k, v in got.items()} == {("fp32", 1): "ok", ("int8", 1): "ok",
-                                                         ("fp32", 2): "error", ("int8", 2): "error"}
-    assert all("ops.cu" in got[(q, 2)]["message"] for q in ("fp32", "int8"))
+    assert {k: v["status"] for k, v in got.items()} == {1: "ok", 2: "error", 3: "error"}
+    assert all("ops.cu" in got[b]["message"] for b in (2, 3))
     assert sorted(p.name for p in (traces / "precision_sweep").glob(".*.lock")) == []
 
 

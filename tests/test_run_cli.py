@@ -177,7 +177,7 @@ def test_synthetic_weights_build_the_architecture_without_download(cli):
 
 
 def test_a_cell_that_kills_its_process_is_recorded_as_an_error_and_the_sweep_goes_on(cli, tmp_path):
-    crashing = cli.env(**crashing_cell_env(tmp_path / "fake_crash", batch_size=2))
+    crashing = cli.env(**crashing_cell_env(tmp_path / "fake_crash", 2))
     sweep = ["-m", "batch_size=2,1", "seq_len=16", "warmup=0", "min_reps=1", "min_seconds=0", "ppl=off",
              "study=crash", "design=back-to-back"]
 

@@ -28,7 +28,8 @@ LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # Ray would swap 127.0.0.
             "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
 # The test cluster's own auth token, given to the head and to every driver: token auth on, whatever ~/.ray holds
 RAY_TOKEN = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-CELLS = ["seq_len=16", "warmup=0", "min_reps=1", "min_seconds=0", "ppl=off"]
+# The drift canary is off: its probes (tested in test_run_cli and test_rounds_cli) are not what these tests are about.
+CELLS = ["seq_len=16", "warmup=0", "min_reps=1", "min_seconds=0", "ppl=off", "canary_seconds=0"]
 
 
 @pytest.fixture(scope="module")
