@@ -48,11 +48,16 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory, worker_id) -> Path:
     """The embedded GGUF converted once per test run (the conversion itself is under test). Under xdist it is in
-    the run's folder that the workers share: the first to get the file lock converts, the others find it ready."""
+    the run's folder that the workers share: the first to get the file lock converts, the others find it ready.
+    $ARTIFACT_TEST_MODELS names a folder that outlives one pytest run: `make test` sets it, so that its quiet_host
+    run finds the model that its first run (the same venv) converted."""
     from filelock import FileLock
 
     from artifact.models import checkpoints
-    if worker_id == "master":  # one process
+    if os.environ.get("ARTIFACT_TEST_MODELS"):
+        root = Path(os.environ["ARTIFACT_TEST_MODELS"])
+        root.mkdir(parents=True, exist_ok=True)
+    elif worker_id == "master":  # one process
         root = tmp_path_factory.mktemp("models")
     else:
         root = tmp_path_factory.getbasetemp().parent / "models"
