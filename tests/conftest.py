@@ -123,13 +123,13 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
                           str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 
-# The test files, slowest first (--durations=0 on 2 cores, 2026-12-06: about 510, 420, 420, 400, 170, 120, 75, 60, 50,
-# 45, 35 and 15 s): pytest-xdist (`--dist loadfile --no-loadscope-reorder`, the Makefile's XDIST) hands a worker the
+# The test files, slowest first (--durations=0 on 2 cores, 2026-12-07: about 645, 510, 440, 220, 155, 125, 75, 65, 45,
+# 45, 30 and 15 s): pytest-xdist (`--dist loadfile --no-loadscope-reorder`, the Makefile's XDIST) hands a worker the
 # next file of this order whenever it runs dry, so the long files start first and the workers end together. A file
 # not listed runs after these.
-SLOWEST_FIRST = ["test_run_cli.py", "test_pipeline.py", "test_reproduce.py", "test_scaleout.py", "test_bad_input.py",
-                 "test_power.py", "test_identity.py", "test_rounds_cli.py", "test_fit_and_disk.py", "test_units.py",
-                 "test_quantize.py", "test_bnbcheck.py"]
+SLOWEST_FIRST = ["test_run_cli.py", "test_pipeline.py", "test_scaleout.py", "test_reproduce.py", "test_bad_input.py",
+                 "test_power.py", "test_identity.py", "test_rounds_cli.py", "test_fit_and_disk.py", "test_quantize.py",
+                 "test_units.py", "test_bnbcheck.py"]
 
 
 def pytest_collection_modifyitems(items):
