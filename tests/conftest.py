@@ -50,7 +50,8 @@ def models_dir(tmp_path_factory, worker_id) -> Path:
     """The embedded GGUF converted once per test run (the conversion itself is under test). Under xdist it is in
     the run's folder that the workers share: the first to get the file lock converts, the others find it ready.
     $ARTIFACT_TEST_MODELS names a folder that outlives one pytest run: `make test` sets it, so that its quiet_host
-    run finds the model that its first run (the same venv) converted."""
+    run finds the model that its first run (the same venv) converted, and CI sets it for the Python 3.10 run to the
+    folder that the quantize stage on that stack converted into while the first stack's tests ran."""
     from filelock import FileLock
 
     from artifact.models import checkpoints
