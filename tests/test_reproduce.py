@@ -11,7 +11,7 @@ import statistics
 import subprocess
 import sys
 import tarfile
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -327,10 +327,30 @@ def test_a_run_over_two_gpus_reports_speed_up_efficiency_and_where_the_rest_went
     assert s["gpus"]["GPU-b"] == {"cells": 1, "busy": 200, "load": 30, "lead": 10, "gaps": 0, "tail": 0}
     text = spread.lines(rows)
     assert text[1] == "## Spread over 2 GPUs: the run from 2026-11-24T10:00"
-    assert text[3].startswith("3 cells in 210 s of span; 350 s of cells, so speed-up 1.67 and efficiency 83%")
+    assert text[3].startswith("3 cell visits in 210 s of span; 350 s of visits, so speed-up 1.67 and efficiency 83%")
     assert text[7] == "| GPU-a | 2 | 150 | 20 | 0 | 5 | 55 |"
     fit = cell(None, 0, 10, cuda_visible_devices="1")  # an unmetered fit test names its GPU by index
     assert spread._cells([fit])[0]["gpu"] == "CUDA_VISIBLE_DEVICES=1"
+
+
+def test_a_rounds_cell_counts_each_visit_where_and_when_it_ran():
+    """A rounds-design cell (crafted rows) whose three rounds ran in three processes, the last on another GPU while
+    a back-to-back cell ran on the first: its visits, not its first start plus its summed time, place it."""
+    from artifact.report import spread
+    t0 = datetime(2026, 12, 7, 17, 0, tzinfo=timezone.utc).timestamp()
+    rounds_cell = {"record": "traces/batch_sweep/r", "gpu_uuid": "GPU-b", "cell_s": 90.0, "load_s": 40.0,
+                   "date": datetime.fromtimestamp(t0, timezone.utc).isoformat()}
+    visits = [{"record": "traces/batch_sweep/r", "started_at": t0 + start, "seconds": 10.0, "gpu_uuid": gpu}
+              for start, gpu in [(0, "GPU-a"), (300, "GPU-a"), (600, "GPU-b")]]
+    other = {"record": "traces/batch_sweep/o", "gpu_uuid": "GPU-a", "cell_s": 20.0, "load_s": 5.0,
+             "date": datetime.fromtimestamp(t0 + 595, timezone.utc).isoformat()}
+    assert [(c["gpu"], c["start"] - t0) for c in spread._cells([rounds_cell, other], visits)] == [
+        ("GPU-a", 0), ("GPU-a", 300), ("GPU-a", 595), ("GPU-b", 600)]
+    [run] = spread.runs([rounds_cell, other], visits)  # the first two visits are runs of one GPU
+    assert spread.summary(run)["gpus"] == {
+        "GPU-a": {"cells": 1, "busy": 20.0, "load": 5.0, "lead": 0.0, "gaps": 0.0, "tail": 0.0},
+        "GPU-b": {"cells": 1, "busy": 10.0, "load": 0.0, "lead": 5.0, "gaps": 0.0, "tail": 5.0}}
+    assert spread.runs([rounds_cell, other]) == []  # the cell's own start and length alone: never at once
 
 
 def test_the_index_names_the_declared_cells_that_have_no_record(tmp_path):

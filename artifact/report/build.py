@@ -374,7 +374,7 @@ def build_profile(rows: list[dict], out: Path, spec: list[dict], check_only: boo
     (out / "index.md").write_text(f"# Profile {out.name}: figures and tables\n\n{cap}.\n\n" + "\n".join(index)
                                   + "\n\nClaims: [claims.md](claims.md). Every number: [results.csv](results.csv). "
                                   f"Where the time went: [time.md](time.md).{archived}\n"
-                                  + "".join(line + "\n" for line in placement(rows) + spread.lines(rows)
+                                  + "".join(line + "\n" for line in placement(rows) + spread.lines(rows, round_rows)
                                             + canary_lines(points)))
     return table
 

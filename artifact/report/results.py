@@ -77,12 +77,15 @@ NUMERIC = {c for c in NAMES if c.endswith(("_s", "_mib", "_w", "_j", "_fraction"
            or c in (*INTEGER, "perplexity")}
 # rounds.csv: one row per record and round, what paired claims read (artifact.report.claims)
 ROUND_COLUMNS = ["record", "round", "group_run", "group_round", "latency_s", "throughput_tok_s", "power_w", "energy_j",
-                 "energy_per_token_j", "started_at"]
+                 "energy_per_token_j", "started_at", "seconds", "gpu_uuid"]
+TEXT_ROUND_COLUMNS = ("record", "group_run", "gpu_uuid")
 
 
 def round_rows(folder: Path) -> list[dict]:
     """rounds.csv's rows of one record of the rounds design: per round, the median of its visit's repetitions
-    (latency, throughput) and the visit's median power and energy; [] for a back-to-back record."""
+    (latency, throughput), the visit's median power and energy, and when, how long and on which GPU it ran (no GPU
+    on a CPU, nor for a visit recorded before 2026-12-05, when visits began to name it); [] for a back-to-back
+    record."""
     result = json.loads((folder / "result.json").read_text())
     if result.get("design") != "rounds" or not (folder / "reps.csv").is_file():
         return []
@@ -103,7 +106,8 @@ def round_rows(folder: Path) -> list[dict]:
                     "throughput_tok_s": statistics.median(float(r["token_throughput_tps"]) for r in rs),
                     "power_w": power.get("median_w") if power.get("status") == "ok" else None,
                     "energy_j": joules, "energy_per_token_j": joules / per_batch if joules and per_batch else None,
-                    "started_at": visit["started_at"]})
+                    "started_at": visit["started_at"], "seconds": visit.get("seconds"),
+                    "gpu_uuid": visit.get("gpu_uuid")})
     return out
 
 
@@ -125,7 +129,7 @@ def read_rounds(path: Path) -> list[dict]:
         return []
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return [{k: (None if v == "" else v if k in ("record", "group_run") else float(v)) for k, v in r.items()}
+    return [{k: (None if v == "" else v if k in TEXT_ROUND_COLUMNS else float(v)) for k, v in r.items()}
             for r in rows]
 
 
