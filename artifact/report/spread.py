@@ -36,7 +36,7 @@ def _cells(rows: list[dict], round_rows: list[dict] = ()) -> list[dict]:
     back-to-back cell, one per round of a rounds-design cell (its visit's own GPU, else the cell's)."""
     rounds: dict[str, list[dict]] = {}
     for v in round_rows:
-        if v.get("seconds") is not None and v.get("started_at") is not None:
+        if v.get("seconds") is not None:  # every visit has a start; its length is in rounds.csv since 2026-12-08
             rounds.setdefault(v["record"], []).append(v)
     out = []
     for r in rows:
